@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# make test     lint + unit tests + end-to-end tests (through the harness)
+# make kernel   guest kernel -> build/vmlinux (cached; see kernel/build.sh)
+# make l1       L1 kernel + KVM modules for the nested harness -> build/l1
+# make e2e      end-to-end tests only
+# make fuzz     every fuzz target for FUZZTIME each
+
+GO         ?= go
+STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME   ?= 20s
+E2E_TIMEOUT ?= 30m
+
+# Binaries that run inside guests or the L1 VM have no dynamic loader there.
+STATIC = CGO_ENABLED=0
+
+.PHONY: all build test lint unit e2e kernel l1 fuzz clean FORCE
+
+all: build
+
+build:
+	$(GO) build ./...
+
+test: lint unit e2e
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags e2e ./...
+
+# The harness's own tests boot the L1 VM; MSB_VMTEST_REQUIRE turns a missing
+# prerequisite into a failure instead of a skip.
+unit: l1 build/l1init
+	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
+
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux build/e2e.test -test.v -test.count=1
+
+kernel: build/vmlinux
+
+build/vmlinux: kernel/microvm.fragment kernel/build.sh
+	bash kernel/build.sh $@
+
+l1: build/l1/vmlinuz
+
+build/l1/vmlinuz: internal/vmtest/l1.sh
+	bash internal/vmtest/l1.sh build/l1
+
+build/l1init: FORCE
+	$(STATIC) $(GO) build -o $@ ./internal/vmtest/l1init
+
+build/vmtest: FORCE
+	$(GO) build -o $@ ./internal/vmtest/cmd/vmtest
+
+build/e2e.test: FORCE
+	$(STATIC) $(GO) test -c -tags e2e -o $@ ./tests
+
+# Each fuzz target runs alone (go test -fuzz takes one target per run).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf build
