@@ -29,6 +29,17 @@ var (
 	ioctlSetRegs             = ioc(iocWrite, 0x82, sizeofRegs)
 	ioctlGetSregs            = ioc(iocRead, 0x83, sizeofSregs)
 	ioctlSetSregs            = ioc(iocWrite, 0x84, sizeofSregs)
+	ioctlGetSupportedCPUID   = ioc(iocRead|iocWrite, 0x05, sizeofCPUIDHeader)
+	ioctlSetIdentityMapAddr  = ioc(iocWrite, 0x48, 8)
+	ioctlIRQLine             = ioc(iocWrite, 0x61, 8)
+	ioctlIRQFD               = ioc(iocWrite, 0x76, sizeofIRQFD)
+	ioctlCreatePIT2          = ioc(iocWrite, 0x77, sizeofPITConfig)
+	ioctlIOEventFD           = ioc(iocWrite, 0x79, sizeofIOEventFD)
+	ioctlSetMSRs             = ioc(iocWrite, 0x89, sizeofMSRsHeader)
+	ioctlSetFPU              = ioc(iocWrite, 0x8d, sizeofFPU)
+	ioctlGetLAPIC            = ioc(iocRead, 0x8e, LAPICSize)
+	ioctlSetLAPIC            = ioc(iocWrite, 0x8f, LAPICSize)
+	ioctlSetCPUID2           = ioc(iocWrite, 0x90, sizeofCPUIDHeader)
 )
 
 // APIVersion is the only KVM API version there has ever been (KVM_API_VERSION).
@@ -39,9 +50,11 @@ type Cap uintptr
 
 // Capabilities the VMM relies on.
 const (
-	CapIRQChip    Cap = 0  // KVM_CAP_IRQCHIP
-	CapUserMemory Cap = 3  // KVM_CAP_USER_MEMORY
-	CapSetTSSAddr Cap = 4  // KVM_CAP_SET_TSS_ADDR
-	CapIOEventFD  Cap = 36 // KVM_CAP_IOEVENTFD
-	CapIRQFD      Cap = 32 // KVM_CAP_IRQFD
+	CapIRQChip       Cap = 0   // KVM_CAP_IRQCHIP
+	CapUserMemory    Cap = 3   // KVM_CAP_USER_MEMORY
+	CapSetTSSAddr    Cap = 4   // KVM_CAP_SET_TSS_ADDR
+	CapIOEventFD     Cap = 36  // KVM_CAP_IOEVENTFD
+	CapIRQFD         Cap = 32  // KVM_CAP_IRQFD
+	CapPIT2          Cap = 33  // KVM_CAP_PIT2
+	CapImmediateExit Cap = 136 // KVM_CAP_IMMEDIATE_EXIT
 )

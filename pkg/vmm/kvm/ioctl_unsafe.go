@@ -22,6 +22,16 @@ func ioctlPtr[T any](fd int, req uintptr, arg *T) error {
 	return nil
 }
 
+// ioctlPtrN is ioctlPtr for requests whose result is a count.
+func ioctlPtrN[T any](fd int, req uintptr, arg *T) (int, error) {
+	// SAFETY: as for ioctlPtr.
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(arg)))
+	if errno != 0 {
+		return 0, os.NewSyscallError("ioctl", errno)
+	}
+	return int(r), nil
+}
+
 // HostAddr returns the host virtual address of b's first byte, for
 // UserMemoryRegion.UserspaceAddr. b must stay mapped while the slot exists.
 func HostAddr(b []byte) uint64 {

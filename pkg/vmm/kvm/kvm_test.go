@@ -22,6 +22,8 @@ func TestStructSizes(t *testing.T) {
 		{"kvm_segment", unsafe.Sizeof(kvm.Segment{}), 24},
 		{"kvm_dtable", unsafe.Sizeof(kvm.DTable{}), 16},
 		{"kvm_userspace_memory_region", unsafe.Sizeof(kvm.UserMemoryRegion{}), 32},
+		{"kvm_fpu", unsafe.Sizeof(kvm.FPU{}), 416},
+		{"kvm_lapic_state", unsafe.Sizeof(kvm.LAPIC{}), 1024},
 	} {
 		if c.got != c.want {
 			t.Errorf("sizeof(%s) = %d, want %d", c.name, c.got, c.want)
@@ -86,5 +88,62 @@ func TestUnexpectedExitIsAnError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "exit mmio") {
 		t.Errorf("Run of a program touching memory outside RAM: error %q, want an unexpected mmio exit", err)
+	}
+}
+
+func TestSupportedCPUID(t *testing.T) {
+	sys := openOrSkip(t)
+	entries, err := sys.SupportedCPUID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaf0 *kvm.CPUIDEntry
+	for i := range entries {
+		if entries[i].Function == 0 {
+			leaf0 = &entries[i]
+		}
+	}
+	if leaf0 == nil || leaf0.EAX == 0 {
+		t.Fatalf("SupportedCPUID() has no leaf 0 with a max leaf; got %d entries", len(entries))
+	}
+}
+
+func TestIRQChipAndPIT(t *testing.T) {
+	sys := openOrSkip(t)
+	vm, err := sys.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	if err := vm.CreateIRQChip(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.CreatePIT2(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.IRQLine(4, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.IRQLine(4, false); err != nil {
+		t.Fatal(err)
+	}
+	cpu, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	l, err := cpu.LAPIC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cpu.SetLAPIC(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpu.SetFPU(kvm.FPU{FCW: 0x37f, MXCSR: 0x1f80}); err != nil {
+		t.Fatal(err)
+	}
+	// IA32_SYSENTER_CS is writable on every x86 vCPU.
+	if err := cpu.SetMSRs([]kvm.MSR{{Index: 0x174, Data: 0}}); err != nil {
+		t.Fatal(err)
 	}
 }
