@@ -36,8 +36,8 @@ lint:
 unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
-e2e: kernel l1 build/l1init build/vmtest build/e2e.test
-	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux build/e2e.test -test.v -test.count=1
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/e2e.test -test.v -test.count=1
 
 kernel: build/vmlinux
 
@@ -55,6 +55,9 @@ build/l1init: FORCE
 build/vmtest: FORCE
 	$(GO) build -o $@ ./internal/vmtest/cmd/vmtest
 
+build/guestinit: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/guestinit
+
 build/e2e.test: FORCE
 	$(STATIC) $(GO) test -c -tags e2e -o $@ ./tests
 
@@ -69,3 +72,10 @@ fuzz:
 
 clean:
 	rm -rf build
+
+# Regenerate the agent protocol's Go code from its .proto with pinned
+# generators (buf's Go CLI compiles the .proto; no system protoc).
+BUF = github.com/bufbuild/buf/cmd/buf@v1.75.0
+.PHONY: generate
+generate:
+	cd pkg/guestagent/agentpb && $(GO) run $(BUF) generate

@@ -138,10 +138,12 @@ func (c *VCPU) Close() error {
 }
 
 // Run enters the guest until the next exit and returns the exit data. EINTR
-// (a signal kicked the thread out) is returned as is for the caller to check.
+// (a signal kicked the thread out) and EAGAIN (an application processor
+// left its wait-for-SIPI state; KVM asks to be called again) are returned
+// as is for the caller to check.
 func (c *VCPU) Run() (*RunData, error) {
 	if _, err := ioctl(c.fd, ioctlRun, 0); err != nil {
-		if errors.Is(err, unix.EINTR) {
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			return &c.run, err
 		}
 		return nil, fmt.Errorf("kvm: run vcpu %d: %w", c.ID, err)
@@ -199,3 +201,8 @@ func closeFD(fd *int) error {
 	*fd = -1
 	return err
 }
+
+// RunData returns the vCPU's kvm_run page. Its SetImmediateExit may be
+// called from another goroutine to stop the vCPU; its other methods belong
+// to the thread that runs the vCPU.
+func (c *VCPU) RunData() *RunData { return &c.run }

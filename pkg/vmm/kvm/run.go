@@ -85,21 +85,26 @@ func (r *RunData) SetImmediateExit(on bool) {
 	r.b[runImmediateExit] = v
 }
 
-// IO decodes a KVM_EXIT_IO exit: direction, port, and the data buffer
-// (size*count bytes inside kvm_run) to read (out) or fill (in). The offset and
-// length come from the kernel on the guest's behalf and are checked against
-// the mapping.
-func (r *RunData) IO() (dir uint8, port uint16, data []byte, err error) {
+// IO decodes a KVM_EXIT_IO exit: direction, port, access size, and the data
+// buffer (size*count bytes inside kvm_run, one access after another: a
+// string instruction does several) to read (out) or fill (in). The offset
+// and length come from the kernel on the guest's behalf and are checked
+// against the mapping.
+func (r *RunData) IO() (dir uint8, port uint16, size int, data []byte, err error) {
 	u := r.b[runUnion:]
-	dir, size := u[0], u[1]
+	dir = u[0]
+	sz := u[1]
 	port = binary.LittleEndian.Uint16(u[2:])
 	count := binary.LittleEndian.Uint32(u[4:])
 	off := binary.LittleEndian.Uint64(u[8:])
-	n := uint64(size) * uint64(count)
+	n := uint64(sz) * uint64(count)
 	if off > uint64(len(r.b)) || n > uint64(len(r.b))-off {
-		return 0, 0, nil, fmt.Errorf("kvm: io exit data [%#x+%d] outside kvm_run (%d bytes)", off, n, len(r.b))
+		return 0, 0, 0, nil, fmt.Errorf("kvm: io exit data [%#x+%d] outside kvm_run (%d bytes)", off, n, len(r.b))
 	}
-	return dir, port, r.b[off : off+n], nil
+	if sz == 0 {
+		return 0, 0, 0, nil, fmt.Errorf("kvm: io exit of size 0 at port %#x", port)
+	}
+	return dir, port, int(sz), r.b[off : off+n], nil
 }
 
 // MMIO decodes a KVM_EXIT_MMIO exit: guest physical address, the data bytes
@@ -124,6 +129,11 @@ func (r *RunData) InternalError() (suberror uint32, data []uint64) {
 		data = append(data, binary.LittleEndian.Uint64(u[8+8*i:]))
 	}
 	return suberror, data
+}
+
+// FailEntry decodes KVM_EXIT_FAIL_ENTRY: the hardware entry failure reason.
+func (r *RunData) FailEntry() uint64 {
+	return binary.LittleEndian.Uint64(r.b[runUnion:])
 }
 
 // SystemEvent decodes KVM_EXIT_SYSTEM_EVENT: the event type

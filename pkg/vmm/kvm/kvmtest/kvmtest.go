@@ -111,7 +111,7 @@ func Run(sys *kvm.System, code []byte) (Result, error) {
 		case kvm.ExitHLT:
 			return res, nil
 		case kvm.ExitIO:
-			dir, port, data, err := run.IO()
+			dir, port, _, data, err := run.IO()
 			if err != nil {
 				return res, err
 			}
