@@ -211,6 +211,8 @@ func (d *Device) Close() error {
 	return nil
 }
 
+const maxChainsPerNotify = 8 * QueueSize
+
 // QueueNotify implements virtio.Device. It serves every available request
 // synchronously on the caller's goroutine, then signals the driver.
 func (d *Device) QueueNotify(index int) {
@@ -234,7 +236,10 @@ func (d *Device) drain(index int) (irq virtio.Interrupt, signal, broken bool) {
 	if q == nil || index != 0 {
 		return nil, false, false
 	}
-	for {
+	for served := 0; ; served++ {
+		if served >= maxChainsPerNotify {
+			panic("OVERRUN")
+		}
 		c, err := q.Pop()
 		if err != nil {
 			var qe *virtio.QueueError
