@@ -4,6 +4,7 @@
 # make kernel   guest kernel -> build/vmlinux (cached; see kernel/build.sh)
 # make l1       L1 kernel + KVM modules for the nested harness -> build/l1
 # make e2e      end-to-end tests only
+# make bench    benchmarks, as ratios against a peer measured in the same run
 # make fuzz     every fuzz target for FUZZTIME each
 
 GO         ?= go
@@ -14,7 +15,7 @@ E2E_TIMEOUT ?= 30m
 # Binaries that run inside guests or the L1 VM have no dynamic loader there.
 STATIC = CGO_ENABLED=0
 
-.PHONY: all build test lint unit e2e kernel l1 fuzz clean FORCE
+.PHONY: all build test lint unit e2e bench kernel l1 fuzz clean FORCE
 
 all: build
 
@@ -38,6 +39,15 @@ unit: l1 build/l1init
 
 e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/e2e.test -test.v -test.count=1
+
+# Benchmarks print ratios against a peer measured in the same run, never
+# absolute targets: boot time of pkg/vmm vs QEMU microvm inside the harness.
+bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
+	  $$(bash internal/vmtest/qemu-sysroot.sh) build/bootbench -runs 7
+
+build/bootbench: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/bootbench
 
 kernel: build/vmlinux
 

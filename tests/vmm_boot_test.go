@@ -132,3 +132,28 @@ func TestBootToInit(t *testing.T) {
 	}
 	t.Logf("guest: kernel %s\nconsole:\n%s", must(console.value("kernel")), console.String())
 }
+
+// TestGuestEndings checks that each way a guest ends its machine is
+// reported as such: the power-off switch, a reboot, and a panic (PID 1
+// exiting).
+func TestGuestEndings(t *testing.T) {
+	vmtest.RequireKVM(t)
+	for _, c := range []struct {
+		end  string
+		want vmm.ExitReason
+	}{
+		{"poweroff", vmm.ExitPowerOff},
+		{"reboot", vmm.ExitReset},
+		{"exit", vmm.ExitPanic},
+	} {
+		t.Run(c.end, func(t *testing.T) {
+			exit, console := bootGuest(t, vmm.Config{Cmdline: "msb_end=" + c.end})
+			if exit.Reason != c.want {
+				t.Fatalf("msb_end=%s: exit = %v, want %v; console:\n%s", c.end, exit, c.want, console.String())
+			}
+			if c.want == vmm.ExitPanic && !strings.Contains(exit.Detail, "Attempted to kill init") {
+				t.Errorf("panic detail = %q, want the kill-init panic", exit.Detail)
+			}
+		})
+	}
+}

@@ -15,10 +15,15 @@ type ExitReason int
 const (
 	// ExitStopped: Stop was called or Run's context ended.
 	ExitStopped ExitReason = iota + 1
+	// ExitPowerOff: the guest wrote the power-off switch; Status holds
+	// the byte it wrote.
+	ExitPowerOff
 	// ExitReset: the guest reset the machine through the i8042 reset line
-	// (a reboot, which a microVM treats as its end; also a kernel panic
-	// with panic=-1).
+	// (a reboot, which a microVM treats as its end).
 	ExitReset
+	// ExitPanic: the guest kernel panicked (and reset, with panic=-1);
+	// Detail holds the panic line from the console.
+	ExitPanic
 	// ExitShutdown: the guest asked KVM for a system shutdown or reset
 	// (KVM_EXIT_SYSTEM_EVENT).
 	ExitShutdown
@@ -33,8 +38,12 @@ func (r ExitReason) String() string {
 	switch r {
 	case ExitStopped:
 		return "stopped"
+	case ExitPowerOff:
+		return "power-off"
 	case ExitReset:
 		return "reset"
+	case ExitPanic:
+		return "panic"
 	case ExitShutdown:
 		return "shutdown"
 	case ExitTripleFault:
@@ -50,8 +59,10 @@ type Exit struct {
 	Reason ExitReason
 	// VCPU is the vCPU that ended the machine; -1 when none did.
 	VCPU int
-	// Detail says more, for ExitInternalError and ExitShutdown.
+	// Detail says more, for ExitInternalError, ExitShutdown and ExitPanic.
 	Detail string
+	// Status is the byte written to the power-off switch (ExitPowerOff).
+	Status uint8
 	// Regs are the registers of VCPU for ExitTripleFault and
 	// ExitInternalError.
 	Regs *kvm.Regs
@@ -61,6 +72,9 @@ func (e Exit) String() string {
 	s := e.Reason.String()
 	if e.VCPU >= 0 {
 		s += fmt.Sprintf(" on vcpu %d", e.VCPU)
+	}
+	if e.Reason == ExitPowerOff {
+		s += fmt.Sprintf(" (status %d)", e.Status)
 	}
 	if e.Detail != "" {
 		s += ": " + e.Detail

@@ -17,6 +17,7 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/arch/amd64"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/kvm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/legacy/i8042"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm/legacy/poweroff"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/legacy/serial"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/memory"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
@@ -38,6 +39,10 @@ type Machine struct {
 
 	stopping atomic.Bool
 	started  atomic.Bool
+
+	// panicLine is the console line of a guest kernel panic, once seen: the
+	// reset that follows is reported as ExitPanic.
+	panicLine atomic.Pointer[string]
 
 	mu    sync.Mutex // guards vcpus (entries are closed, and the slice cleared, at teardown)
 	vcpus []*vcpu
@@ -228,7 +233,7 @@ func (m *Machine) build(r *resources) error {
 
 	// 3.
 	vm := r.vm
-	console := serial.New(cfg.Console, func() {
+	console := serial.New(&panicWatch{out: cfg.Console, seen: &m.panicLine}, func() {
 		// COM1 is an ISA edge-triggered line: pulse it.
 		vm.IRQLine(serial.COM1IRQ, true)
 		vm.IRQLine(serial.COM1IRQ, false)
@@ -236,8 +241,20 @@ func (m *Machine) build(r *resources) error {
 	if err := r.pio.add(serial.COM1Base, serial.Len, console); err != nil {
 		return err
 	}
-	reset := i8042.New(func() { m.finish(Exit{Reason: ExitReset, VCPU: -1}) })
+	reset := i8042.New(func() {
+		if line := m.panicLine.Load(); line != nil {
+			m.finish(Exit{Reason: ExitPanic, VCPU: -1, Detail: *line})
+			return
+		}
+		m.finish(Exit{Reason: ExitReset, VCPU: -1})
+	})
 	if err := r.pio.add(i8042.Base, i8042.Len, reset); err != nil {
+		return err
+	}
+	power := poweroff.New(func(status uint8) {
+		m.finish(Exit{Reason: ExitPowerOff, VCPU: -1, Status: status})
+	})
+	if err := r.pio.add(poweroff.Port, poweroff.Len, power); err != nil {
 		return err
 	}
 	cmdline := []string{baseCmdline}

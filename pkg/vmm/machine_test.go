@@ -89,6 +89,20 @@ var (
 // putc returns code writing c to the port in edx.
 func putc(c byte) []byte { return []byte{0xB0, c, 0xEE} } // mov al, c; out dx, al
 
+// puts returns code writing s to the port in edx.
+func puts(s string) []byte {
+	var b []byte
+	for i := range len(s) {
+		b = append(b, putc(s[i])...)
+	}
+	return b
+}
+
+// poweroff returns code writing status to the power-off switch.
+func poweroff(status byte) []byte {
+	return []byte{0xBA, 0x01, 0x05, 0x00, 0x00, 0xB0, status, 0xEE} // mov edx, 0x501; mov al, status; out dx, al
+}
+
 func code(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func requireKVM(t *testing.T) {
@@ -143,11 +157,19 @@ func TestGuestEndings(t *testing.T) {
 		{"i8042 reset", reset, 30 * time.Second, vmm.ExitReset},
 		{"triple fault", ud2, 30 * time.Second, vmm.ExitTripleFault},
 		{"context deadline", spin, 200 * time.Millisecond, vmm.ExitStopped},
+		{"power-off", poweroff(7), 30 * time.Second, vmm.ExitPowerOff},
+		{"panic", code(comPort, puts("[ 1.0] Kernel panic - not syncing: test\r\n"), reset), 30 * time.Second, vmm.ExitPanic},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			exit := run(t, vmm.Config{Kernel: tinyKernel(t, c.code), MemoryMiB: 32}, c.timeout)
 			if exit.Reason != c.want {
 				t.Fatalf("exit = %v, want %v", exit, c.want)
+			}
+			if c.want == vmm.ExitPowerOff && exit.Status != 7 {
+				t.Errorf("power-off status = %d, want 7", exit.Status)
+			}
+			if c.want == vmm.ExitPanic && exit.Detail != "Kernel panic - not syncing: test" {
+				t.Errorf("panic detail = %q", exit.Detail)
 			}
 			if c.want == vmm.ExitTripleFault && (exit.Regs == nil || exit.Regs.RIP < loadAddr) {
 				t.Errorf("triple fault exit has regs %+v, want the faulting rip", exit.Regs)

@@ -4,7 +4,9 @@
 
 // Command guestinit is /init of the end-to-end tests' microVMs: it reports
 // what the guest sees (vCPUs online, memory, kernel) on the console, runs the
-// checks its command line asks for, and reboots, which ends the machine.
+// checks its command line asks for, and ends the machine the way
+// msb_end=reboot|poweroff|exit says (default reboot; exit makes the kernel
+// panic, as PID 1 must not exit).
 //
 // Console lines have the form "guestinit: key=value"; the tests parse them.
 package main
@@ -16,6 +18,9 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/microsandbox-go/microsandbox/internal/portio"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm/legacy/poweroff"
 )
 
 func report(key, format string, args ...any) {
@@ -41,10 +46,29 @@ func main() {
 	}
 	report("done", "1")
 	unix.Sync()
+	switch param("msb_end") {
+	case "poweroff":
+		if err := portio.WriteByte(poweroff.Port, 0); err != nil {
+			report("error", "%v", err)
+		}
+	case "exit":
+		os.Exit(3)
+	}
 	// With reboot=k the kernel pulses the i8042 reset line: the VMM ends
 	// the machine with ExitReset.
 	unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	select {}
+}
+
+// param returns the value of key=value on the kernel command line.
+func param(key string) string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	for _, f := range strings.Fields(string(b)) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func meminfo(key string) int64 {

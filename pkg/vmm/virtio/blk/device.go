@@ -24,6 +24,16 @@ const (
 	FeatureFlush   uint64 = 1 << 9 // VIRTIO_BLK_F_FLUSH: FLUSH is supported
 )
 
+// maxChainsPerNotify bounds the chains one QueueNotify serves. A driver
+// cannot have more than the queue size outstanding, and a Linux guest frees
+// descriptors only after the interrupt sent when QueueNotify returns, so a
+// well-behaved guest stays far below it. A hostile one could otherwise keep
+// a vCPU, and the transport lock it holds, inside QueueNotify forever: by
+// posting from another vCPU as fast as the device pushes, or by pointing
+// buffers the device writes at the available ring. Chains left over wait
+// for the next notification (Metrics.Overruns counts these stops).
+const maxChainsPerNotify = 4 * QueueSize
+
 // QueueSize is the maximum size of the request queue, as Firecracker's
 // block device offers.
 const QueueSize = 256
@@ -211,8 +221,6 @@ func (d *Device) Close() error {
 	return nil
 }
 
-const maxChainsPerNotify = 8 * QueueSize
-
 // QueueNotify implements virtio.Device. It serves every available request
 // synchronously on the caller's goroutine, then signals the driver.
 func (d *Device) QueueNotify(index int) {
@@ -237,8 +245,9 @@ func (d *Device) drain(index int) (irq virtio.Interrupt, signal, broken bool) {
 		return nil, false, false
 	}
 	for served := 0; ; served++ {
-		if served >= maxChainsPerNotify {
-			panic("OVERRUN")
+		if served == maxChainsPerNotify {
+			d.m.Overruns.Add(1)
+			break
 		}
 		c, err := q.Pop()
 		if err != nil {

@@ -23,7 +23,9 @@
 // and written with positioned I/O (pread/pwrite) inside
 // [0, Capacity()*512), so it never grows and is never written when
 // read-only. Every fault is counted in [Metrics]; a broken queue sets
-// DEVICE_NEEDS_RESET. Nothing the guest does panics the device.
+// DEVICE_NEEDS_RESET. One notification serves at most 4*QueueSize chains,
+// so a guest that keeps posting cannot hold a vCPU in the device forever.
+// Nothing the guest does panics the device.
 //
 // Goroutines: none. Requests are served synchronously inside QueueNotify on
 // the caller's goroutine (a vCPU or the VMM's event loop), with the

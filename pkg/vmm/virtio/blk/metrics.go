@@ -40,4 +40,8 @@ type Metrics struct {
 	// QueueBroken counts times the queue broke and the device asked for
 	// DEVICE_NEEDS_RESET.
 	QueueBroken atomic.Uint64
+	// Overruns counts notifications that stopped after serving
+	// 4*QueueSize chains, leaving any further ones for the next
+	// notification (a bound against a guest that keeps the device busy).
+	Overruns atomic.Uint64
 }

@@ -12,6 +12,16 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 )
 
+// maxChainsPerNotify bounds the chains one QueueNotify serves. A driver
+// cannot have more than the queue size outstanding, and a Linux guest frees
+// descriptors only after the interrupt sent when QueueNotify returns, so a
+// well-behaved guest stays far below it. A hostile one could otherwise keep
+// a vCPU, and the transport lock it holds, inside QueueNotify forever: by
+// posting from another vCPU as fast as the device pushes, or by pointing
+// buffers the device writes at the available ring. Chains left over wait
+// for the next notification (Metrics.Overruns counts these stops).
+const maxChainsPerNotify = 4 * QueueSize
+
 // QueueSize is the maximum size of the request queue, as Firecracker's
 // entropy device offers.
 const QueueSize = 256
@@ -39,6 +49,10 @@ type Metrics struct {
 	// QueueBroken counts times the queue broke and the device asked for
 	// DEVICE_NEEDS_RESET.
 	QueueBroken atomic.Uint64
+	// Overruns counts notifications that stopped after serving
+	// 4*QueueSize chains, leaving any further ones for the next
+	// notification (a bound against a guest that keeps the device busy).
+	Overruns atomic.Uint64
 }
 
 // Device is a virtio entropy device (virtio 1.2 §5.4).
@@ -120,7 +134,11 @@ func (d *Device) process(index int) (irq virtio.Interrupt, signal, broken bool) 
 	if q == nil || index != 0 {
 		return nil, false, false
 	}
-	for {
+	for served := 0; ; served++ {
+		if served == maxChainsPerNotify {
+			d.m.Overruns.Add(1)
+			break
+		}
 		c, err := q.Pop()
 		if err != nil {
 			var qe *virtio.QueueError

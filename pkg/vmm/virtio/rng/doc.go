@@ -11,9 +11,10 @@
 // Trust boundary: every descriptor comes from the guest. Chains are walked
 // by [virtio.Queue], which checks them against guest RAM; the device only
 // writes into the writable buffers it was given, ignores readable ones, and
-// fills at most [MaxRequestBytes] per request, so a guest that aliases many
-// huge descriptors onto the same RAM cannot make one notification run for
-// long. A bad chain is returned unused and counted; a broken queue sets
+// fills at most [MaxRequestBytes] per request and 4*QueueSize requests per
+// notification, so a guest that aliases many huge descriptors onto the same
+// RAM, or keeps posting, cannot make one notification run for long. A bad
+// chain is returned unused and counted; a broken queue sets
 // DEVICE_NEEDS_RESET. Nothing the guest does panics the device.
 //
 // Goroutines: none. Requests are served synchronously inside QueueNotify on

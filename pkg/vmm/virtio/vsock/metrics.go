@@ -43,6 +43,9 @@ type Metrics struct {
 	// CreditViolations counts RW packets beyond the credit the device
 	// granted; the connection is reset.
 	CreditViolations atomic.Uint64
+	// BadCredit counts packets whose fwd_cnt went backwards or past the
+	// bytes sent; the value is ignored.
+	BadCredit atomic.Uint64
 	// RSTSent counts RST packets delivered to the guest.
 	RSTSent atomic.Uint64
 	// RSTDropped counts RSTs not sent because the pending-RST queue was

@@ -79,6 +79,7 @@ func (d *Device) handleTxLocked(ch *virtio.Chain) {
 	switch op {
 	case OpResponse:
 		if c.state != stateConnecting {
+			d.m.UnknownOp.Add(1)
 			d.protocolErrorLocked(c)
 			return
 		}
@@ -122,6 +123,7 @@ func (d *Device) handleRWLocked(c *Conn, ch *virtio.Chain, n uint32) {
 	case c.state == stateClosing:
 		return // the host closed: discard
 	case c.state != stateEstablished || c.peerShut&ShutdownSend != 0:
+		d.m.UnknownOp.Add(1)
 		d.protocolErrorLocked(c)
 		return
 	case n == 0:
@@ -152,6 +154,7 @@ func (d *Device) handleRequestLocked(h Header, key connKey) {
 	if old := d.conns[key]; old != nil {
 		// A REQUEST on a connection already in use: the guest lost track
 		// of it. Reset both ends.
+		d.m.UnknownOp.Add(1)
 		d.protocolErrorLocked(old)
 		d.m.ConnsRefused.Add(1)
 		return
@@ -195,9 +198,9 @@ func (d *Device) refuseLocked(key connKey, op Op) {
 	}
 }
 
-// protocolErrorLocked resets c after the guest broke the protocol.
+// protocolErrorLocked resets c after the guest broke the protocol; the
+// caller counts why.
 func (d *Device) protocolErrorLocked(c *Conn) {
-	d.m.UnknownOp.Add(1)
 	if c.err == nil {
 		c.err = ErrConnectionReset
 	}

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//go:build linux
+
+package portio
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// outb writes val to port; the caller must hold access to the port.
+func outb(port uint16, val uint8)
+
+// WriteByte gains access to port (ioperm; needs CAP_SYS_RAWIO) and writes
+// val to it.
+func WriteByte(port uint16, val uint8) error {
+	if err := unix.Ioperm(int(port), 1, 1); err != nil {
+		return fmt.Errorf("portio: ioperm %#x: %w", port, err)
+	}
+	outb(port, val)
+	return nil
+}

@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//go:build linux
+
+// Command bootbench measures how fast a microVM boots with pkg/vmm against
+// QEMU's microvm machine booting the same vmlinux and initramfs, in the same
+// run and on the same KVM (make bench runs it inside the test harness).
+//
+// Each run starts a fresh process (this binary in -vm mode for ours, QEMU for
+// the peer), and times from the process start to the guest's first console
+// line and to the line guestinit prints first ("guestinit: ready"). It prints
+// the medians and the ratio ours/QEMU; below 1.0 is faster than QEMU.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/microsandbox-go/microsandbox/internal/cpio"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm"
+)
+
+// cmdline is shared by both VMMs: our base command line plus the same
+// console settings, so both guests print the same lines.
+const guestArgs = "msb_end=reboot"
+
+func main() {
+	var (
+		kernel  = flag.String("kernel", "vmlinux", "guest vmlinux")
+		init    = flag.String("init", "guestinit", "static /init for the guest")
+		runs    = flag.Int("runs", 7, "runs per VMM")
+		sysroot = flag.String("qemu-sysroot", "qemu-sysroot", "directory holding qemu-system-x86_64, its libraries and firmware at their host paths")
+		vmMode  = flag.Bool("vm", false, "internal: boot one machine with pkg/vmm, console on stdout")
+		initrd  = flag.String("initrd", "", "internal: initramfs for -vm")
+		memMiB  = flag.Int("mem", 128, "guest memory in MiB")
+	)
+	flag.Parse()
+	if *vmMode {
+		os.Exit(runVM(*kernel, *initrd, *memMiB))
+	}
+	if err := bench(*kernel, *init, *sysroot, *runs, *memMiB); err != nil {
+		fmt.Fprintf(os.Stderr, "bootbench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func runVM(kernel, initrd string, memMiB int) int {
+	m, err := vmm.New(vmm.Config{Kernel: kernel, Initrd: initrd, MemoryMiB: memMiB, Cmdline: guestArgs, Console: os.Stdout})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	exit, err := m.Run(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "vm: %v\n", exit)
+	return 0
+}
+
+type sample struct{ first, ready time.Duration }
+
+func bench(kernel, init, sysroot string, runs, memMiB int) error {
+	dir, err := os.MkdirTemp("", "bootbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	if err := writeInitramfs(initrd, init); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	kernel, _ = filepath.Abs(kernel)
+	ours := func() *exec.Cmd {
+		return exec.Command(self, "-vm", "-kernel", kernel, "-initrd", initrd, "-mem", fmt.Sprint(memMiB))
+	}
+	qemu, err := qemuCommand(sysroot, kernel, initrd, memMiB)
+	if err != nil {
+		return err
+	}
+
+	var a, b []sample
+	for i := range runs {
+		// Alternate so that drift in the machine's speed hits both.
+		s, err := measure(ours())
+		if err != nil {
+			return fmt.Errorf("ours, run %d: %w", i, err)
+		}
+		a = append(a, s)
+		s, err = measure(qemu())
+		if err != nil {
+			return fmt.Errorf("qemu, run %d: %w", i, err)
+		}
+		b = append(b, s)
+		fmt.Printf("run %d: ours first line %v ready %v; qemu first line %v ready %v\n",
+			i, a[i].first.Round(time.Millisecond), a[i].ready.Round(time.Millisecond),
+			b[i].first.Round(time.Millisecond), b[i].ready.Round(time.Millisecond))
+	}
+	report := func(name string, pick func(sample) time.Duration) {
+		mo, mq := median(a, pick), median(b, pick)
+		fmt.Printf("bench boot-to-%s: ours %v, qemu-microvm %v (medians of %d), ratio ours/qemu %.2f\n",
+			name, mo.Round(time.Millisecond), mq.Round(time.Millisecond), runs, float64(mo)/float64(mq))
+	}
+	report("first-console-line", func(s sample) time.Duration { return s.first })
+	report("init-ready", func(s sample) time.Duration { return s.ready })
+	return nil
+}
+
+// qemuCommand returns a maker of QEMU microvm commands that boot kernel and
+// initrd, running QEMU from sysroot through its own dynamic loader (the
+// harness's L1 has no system libraries).
+func qemuCommand(sysroot, kernel, initrd string, memMiB int) (func() *exec.Cmd, error) {
+	sysroot, _ = filepath.Abs(sysroot)
+	loader := filepath.Join(sysroot, "lib64/ld-linux-x86-64.so.2")
+	bin := filepath.Join(sysroot, "usr/bin/qemu-system-x86_64")
+	for _, p := range []string{loader, bin} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("qemu peer: %w (make bench collects it)", err)
+		}
+	}
+	libs := strings.Join([]string{
+		filepath.Join(sysroot, "lib/x86_64-linux-gnu"),
+		filepath.Join(sysroot, "usr/lib/x86_64-linux-gnu"),
+	}, ":")
+	return func() *exec.Cmd {
+		return exec.Command(loader, "--library-path", libs, bin,
+			"-L", filepath.Join(sysroot, "usr/share/qemu"),
+			"-M", "microvm,x-option-roms=off,rtc=off",
+			"-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", fmt.Sprint(memMiB),
+			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+			"-serial", "stdio", "-monitor", "none",
+			"-kernel", kernel, "-initrd", initrd,
+			"-append", "console=ttyS0 8250.nr_uarts=1 quiet reboot=k panic=-1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd no_timer_check "+guestArgs)
+	}, nil
+}
+
+// measure starts cmd and times its first output line and the guest's ready
+// line, then waits for it to end (bounded).
+func measure(cmd *exec.Cmd) (sample, error) {
+	var s sample
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return s, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return s, err
+	}
+	timer := time.AfterFunc(5*time.Minute, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if s.first == 0 {
+			s.first = time.Since(start)
+		}
+		if s.ready == 0 && strings.Contains(line, "guestinit: ready") {
+			s.ready = time.Since(start)
+		}
+	}
+	err = cmd.Wait()
+	if s.ready == 0 {
+		return s, errors.Join(errors.New("the guest never printed its ready line"), err, errors.New(stderr.String()))
+	}
+	return s, nil
+}
+
+func median(xs []sample, pick func(sample) time.Duration) time.Duration {
+	v := make([]time.Duration, len(xs))
+	for i, x := range xs {
+		v[i] = pick(x)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func writeInitramfs(path, init string) error {
+	bin, err := os.ReadFile(init)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	a := cpio.NewWriter(f)
+	if err := errors.Join(
+		a.Dir("dev", 0o755),
+		a.CharDevice("dev/console", 0o600, 5, 1),
+		a.File("init", 0o755, bin),
+		a.Close(),
+	); err != nil {
+		return err
+	}
+	return f.Close()
+}
