@@ -95,7 +95,13 @@ func (c *consoleLog) value(key string) (string, bool) {
 
 func bootGuest(t *testing.T, cfg vmm.Config) (vmm.Exit, *consoleLog) {
 	t.Helper()
-	console := &consoleLog{t: t}
+	return bootGuestWith(t, cfg, &consoleLog{t: t})
+}
+
+// bootGuestWith boots guestinit with cfg, its console going to console, and
+// returns how the machine ended.
+func bootGuestWith(t *testing.T, cfg vmm.Config, console *consoleLog) (vmm.Exit, *consoleLog) {
+	t.Helper()
 	cfg.Kernel = requireFile(t, kernelFile)
 	cfg.Initrd = guestInitramfs(t)
 	cfg.Console = console
@@ -103,7 +109,7 @@ func bootGuest(t *testing.T, cfg vmm.Config) (vmm.Exit, *consoleLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), vmtest.Scale(10*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), vmtest.Scale(60*time.Second))
 	defer cancel()
 	start := time.Now()
 	exit, err := m.Run(ctx)

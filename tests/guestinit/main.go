@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -43,6 +44,17 @@ func main() {
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
 		report("kernel", "%s", unix.ByteSliceToString(uts.Release[:]))
+	}
+	for _, check := range strings.Split(param("msb_checks"), ",") {
+		switch check {
+		case "blk":
+			checkBlk()
+		case "rng":
+			checkRNG()
+		case "vsock":
+			mib, _ := strconv.Atoi(param("msb_vsock_mib"))
+			checkVsock(max(mib, 1))
+		}
 	}
 	report("done", "1")
 	unix.Sync()
