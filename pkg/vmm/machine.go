@@ -133,6 +133,17 @@ func (m *Machine) Run(ctx context.Context) (Exit, error) {
 		hostErr error
 		errOnce sync.Once
 	)
+	if r.notify != nil {
+		var nwg sync.WaitGroup
+		nwg.Go(func() {
+			if err := r.notify.run(); err != nil {
+				errOnce.Do(func() { hostErr = err })
+				m.Stop()
+			}
+		})
+		defer nwg.Wait()
+		defer r.notify.stop()
+	}
 	for _, v := range m.vcpus {
 		wg.Go(func() {
 			if err := m.runVCPU(v, &r); err != nil {
@@ -163,10 +174,14 @@ type resources struct {
 	vm        *kvm.VM
 	mem       *memory.Memory
 	eventFDs  []int
+	notify    *notifier
 	pio, mmio bus
 }
 
 func (r *resources) release() {
+	if r.notify != nil {
+		r.notify.close()
+	}
 	for _, fd := range r.eventFDs {
 		unix.Close(fd)
 	}
@@ -258,6 +273,11 @@ func (m *Machine) build(r *resources) error {
 		return err
 	}
 	cmdline := []string{baseCmdline}
+	if len(cfg.Devices) > 0 {
+		if r.notify, err = newNotifier(); err != nil {
+			return err
+		}
+	}
 	for i, dev := range cfg.Devices {
 		base, irq, err := amd64.VirtioMMIOSlot(i)
 		if err != nil {
@@ -280,6 +300,9 @@ func (m *Machine) build(r *resources) error {
 			return fmt.Errorf("vmm: virtio device %d: %w", i, err)
 		}
 		if err := r.mmio.add(base, virtio.MMIOSize, t); err != nil {
+			return err
+		}
+		if err := r.notify.add(r.vm, base, len(dev.QueueMaxSizes()), t); err != nil {
 			return err
 		}
 		cmdline = append(cmdline, fmt.Sprintf("virtio_mmio.device=4K@%#x:%d", base, irq))
