@@ -141,3 +141,17 @@ func checkVsock(totalMiB int) {
 	}
 	report("vsock_ok", "%d", 2*guestproto.VsockConnections)
 }
+
+// checkVsockPing makes one connection to the host's listening port and
+// sends one byte: the boot benchmark times it.
+func checkVsockPing() {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: guestproto.VsockHostPort})
+	}
+	if err == nil {
+		_, err = unix.Write(fd, []byte{1})
+		unix.Close(fd)
+	}
+	report("vsockping", "%s", errString(err))
+}

@@ -51,6 +51,8 @@ func main() {
 			checkBlk()
 		case "rng":
 			checkRNG()
+		case "vsockping":
+			checkVsockPing()
 		case "vsock":
 			mib, _ := strconv.Atoi(param("msb_vsock_mib"))
 			checkVsock(max(mib, 1))

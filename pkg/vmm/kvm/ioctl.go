@@ -50,11 +50,12 @@ type Cap uintptr
 
 // Capabilities the VMM relies on.
 const (
-	CapIRQChip       Cap = 0   // KVM_CAP_IRQCHIP
-	CapUserMemory    Cap = 3   // KVM_CAP_USER_MEMORY
-	CapSetTSSAddr    Cap = 4   // KVM_CAP_SET_TSS_ADDR
-	CapIOEventFD     Cap = 36  // KVM_CAP_IOEVENTFD
-	CapIRQFD         Cap = 32  // KVM_CAP_IRQFD
-	CapPIT2          Cap = 33  // KVM_CAP_PIT2
-	CapImmediateExit Cap = 136 // KVM_CAP_IMMEDIATE_EXIT
+	CapIRQChip          Cap = 0   // KVM_CAP_IRQCHIP
+	CapUserMemory       Cap = 3   // KVM_CAP_USER_MEMORY
+	CapSetTSSAddr       Cap = 4   // KVM_CAP_SET_TSS_ADDR
+	CapIOEventFD        Cap = 36  // KVM_CAP_IOEVENTFD
+	CapIRQFD            Cap = 32  // KVM_CAP_IRQFD
+	CapPIT2             Cap = 33  // KVM_CAP_PIT2
+	CapTSCDeadlineTimer Cap = 72  // KVM_CAP_TSC_DEADLINE_TIMER
+	CapImmediateExit    Cap = 136 // KVM_CAP_IMMEDIATE_EXIT
 )
