@@ -11,25 +11,28 @@ import (
 
 // ioctlPtr issues an ioctl whose argument is a pointer to a structure.
 func ioctlPtr[T any](fd int, req uintptr, arg *T) error {
-	// SAFETY: arg points to a Go value whose layout matches the kernel
-	// structure named by req (sizes checked in the tests); the pointer is
-	// converted in the call expression, so the value stays live and unmoved
-	// for the duration of the syscall, and the kernel keeps no reference.
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(arg)))
-	if errno != 0 {
-		return os.NewSyscallError("ioctl", errno)
-	}
-	return nil
+	_, err := ioctlPtrN(fd, req, arg)
+	return err
 }
 
-// ioctlPtrN is ioctlPtr for requests whose result is a count.
+// ioctlPtrN is ioctlPtr for requests whose result is a count. EINTR is
+// retried: no pointer request is KVM_RUN (see ioctl).
 func ioctlPtrN[T any](fd int, req uintptr, arg *T) (int, error) {
-	// SAFETY: as for ioctlPtr.
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(arg)))
-	if errno != 0 {
-		return 0, os.NewSyscallError("ioctl", errno)
+	for {
+		// SAFETY: arg points to a Go value whose layout matches the kernel
+		// structure named by req (sizes checked in the tests); the pointer
+		// is converted in the call expression, so the value stays live and
+		// unmoved for the duration of the syscall, and the kernel keeps no
+		// reference.
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(arg)))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, os.NewSyscallError("ioctl", errno)
+		}
+		return int(r), nil
 	}
-	return int(r), nil
 }
 
 // HostAddr returns the host virtual address of b's first byte, for

@@ -185,12 +185,20 @@ func (c *VCPU) SetSregs(r Sregs) error {
 	return nil
 }
 
+// ioctl issues a request with a scalar argument. EINTR (the Go runtime's
+// preemption signal can land during a slow request such as KVM_CREATE_VM)
+// is retried, except for KVM_RUN, where it means "kicked".
 func ioctl(fd int, req, arg uintptr) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
-	if errno != 0 {
-		return 0, os.NewSyscallError("ioctl", errno)
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		if errno == unix.EINTR && req != ioctlRun {
+			continue
+		}
+		if errno != 0 {
+			return 0, os.NewSyscallError("ioctl", errno)
+		}
+		return int(r), nil
 	}
-	return int(r), nil
 }
 
 func closeFD(fd *int) error {
