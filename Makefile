@@ -37,8 +37,10 @@ lint:
 unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
-e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit
-	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/e2e.test -test.v -test.count=1
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/test-root.erofs build/test-upper.ext4
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
+	  -file build/msb-agent -file build/test-root.erofs -file build/test-upper.ext4 \
+	  build/e2e.test -test.v -test.count=1
 
 # Benchmarks print ratios against a peer measured in the same run, never
 # absolute targets: boot time of pkg/vmm vs QEMU microvm inside the harness.
@@ -67,6 +69,18 @@ build/vmtest: FORCE
 
 build/guestinit: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/guestinit
+
+build/msb-agent: FORCE
+	$(STATIC) $(GO) build -o $@ ./cmd/msb-agent
+
+# The e2e tests' root image: busybox-static in EROFS (needs erofs-utils);
+# the script rebuilds it only when the package version or the script changes.
+build/test-root.erofs: FORCE
+	bash tests/testroot.sh $@
+
+# An empty ext4 disk for the agent's disk-backed root upper (e2fsprogs).
+build/test-upper.ext4:
+	rm -f $@.tmp && truncate -s 16M $@.tmp && mkfs.ext4 -q -F -L msb-upper $@.tmp && mv $@.tmp $@
 
 build/e2e.test: FORCE
 	$(STATIC) $(GO) test -c -tags e2e -o $@ ./tests

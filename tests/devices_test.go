@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -169,10 +171,15 @@ func TestVsock(t *testing.T) {
 	})
 
 	start := time.Now()
+	// Nested, the transfer takes 10-30 s; a stall is reported with the
+	// device's counters and the host's goroutines, then the machine stops.
 	exit, _ := bootGuestWith(t, vmm.Config{
 		Devices: []virtio.Device{dev},
 		Cmdline: fmt.Sprintf("msb_checks=vsock msb_vsock_mib=%d", totalMiB),
-	}, console)
+	}, console, vmtest.Scale(10*time.Second), func() {
+		t.Errorf("vsock transfer stalled; device metrics: %s\nconsole:\n%s", metricsString(dev.Metrics()), console.String())
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+	})
 	took := time.Since(start)
 	ln.Close()
 	wg.Wait()
@@ -186,4 +193,17 @@ func TestVsock(t *testing.T) {
 		t.Fatalf("guest reported %q transfers ok, want %d; exit %v\n%s", got, 2*guestproto.VsockConnections, exit, console.String())
 	}
 	t.Logf("%d MiB each way over %d+%d connections in %v (boot included)", totalMiB, guestproto.VsockConnections, guestproto.VsockConnections, took.Round(time.Millisecond))
+}
+
+// metricsString prints a struct of atomic counters as name=value pairs.
+func metricsString(m any) string {
+	v := reflect.ValueOf(m).Elem()
+	var b strings.Builder
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if load := f.Addr().MethodByName("Load"); load.IsValid() {
+			fmt.Fprintf(&b, "%s=%v ", v.Type().Field(i).Name, load.Call(nil)[0])
+		}
+	}
+	return b.String()
 }

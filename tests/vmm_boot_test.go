@@ -7,9 +7,11 @@ package tests
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -95,12 +97,13 @@ func (c *consoleLog) value(key string) (string, bool) {
 
 func bootGuest(t *testing.T, cfg vmm.Config) (vmm.Exit, *consoleLog) {
 	t.Helper()
-	return bootGuestWith(t, cfg, &consoleLog{t: t})
+	return bootGuestWith(t, cfg, &consoleLog{t: t}, vmtest.Scale(60*time.Second), nil)
 }
 
 // bootGuestWith boots guestinit with cfg, its console going to console, and
-// returns how the machine ended.
-func bootGuestWith(t *testing.T, cfg vmm.Config, console *consoleLog) (vmm.Exit, *consoleLog) {
+// returns how the machine ended. After timeout the machine is stopped;
+// onTimeout, if set, runs first to report what was stuck.
+func bootGuestWith(t *testing.T, cfg vmm.Config, console *consoleLog, timeout time.Duration, onTimeout func()) (vmm.Exit, *consoleLog) {
 	t.Helper()
 	cfg.Kernel = requireFile(t, kernelFile)
 	cfg.Initrd = guestInitramfs(t)
@@ -109,8 +112,16 @@ func bootGuestWith(t *testing.T, cfg vmm.Config, console *consoleLog) (vmm.Exit,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), vmtest.Scale(60*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if onTimeout != nil {
+		stop := context.AfterFunc(ctx, func() {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				onTimeout()
+			}
+		})
+		defer stop()
+	}
 	start := time.Now()
 	exit, err := m.Run(ctx)
 	t.Logf("machine ended after %v: %v", time.Since(start).Round(time.Millisecond), exit)
@@ -161,5 +172,54 @@ func TestGuestEndings(t *testing.T) {
 				t.Errorf("panic detail = %q, want the kill-init panic", exit.Detail)
 			}
 		})
+	}
+}
+
+// TestStopDuringBoot stops real machines at points spread over their boot
+// and checks that each Run returns promptly and nothing is left behind.
+func TestStopDuringBoot(t *testing.T) {
+	vmtest.RequireKVM(t)
+	kernel := requireFile(t, kernelFile)
+	initrd := guestInitramfs(t)
+	countFDs := func() int {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		return len(ents)
+	}
+	fds, goroutines := countFDs(), runtime.NumGoroutine()
+	const cycles = 10
+	for i := range cycles {
+		m, err := vmm.New(vmm.Config{Kernel: kernel, Initrd: initrd, VCPUs: 2, Cmdline: "msb_end=poweroff"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan vmm.Exit, 1)
+		go func() {
+			exit, err := m.Run(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			done <- exit
+		}()
+		// From the first instant to about the end of boot (~2 s nested).
+		time.Sleep(time.Duration(i) * 200 * time.Millisecond)
+		m.Stop()
+		select {
+		case exit := <-done:
+			if exit.Reason != vmm.ExitStopped && exit.Reason != vmm.ExitPowerOff {
+				t.Errorf("cycle %d: exit = %v, want stopped (or power-off if it finished first)", i, exit)
+			}
+		case <-time.After(vmtest.Scale(5 * time.Second)):
+			t.Fatalf("cycle %d: Run still running after Stop", i)
+		}
+	}
+	deadline := time.Now().Add(vmtest.Scale(time.Second))
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		t.Errorf("goroutines: %d before, %d after %d stopped boots", goroutines, n, cycles)
+	}
+	if n := countFDs(); n > fds {
+		t.Errorf("fds: %d before, %d after %d stopped boots", fds, n, cycles)
 	}
 }

@@ -167,6 +167,10 @@ func checkStatic(bin string) error {
 	return nil
 }
 
+// freezeTimeout is how long the L1 console may stay silent: /init prints a
+// heartbeat every l1config.AliveInterval, so only a frozen L1 is this quiet.
+const freezeTimeout = 12 * l1config.AliveInterval
+
 // runDir is the working directory of the test inside L1.
 const runDir = "/vmtest/run"
 
@@ -237,12 +241,21 @@ func runNested(ctx context.Context, cfg Config, env []string) (int, error) {
 
 	code, found := -1, false
 	done := make(chan struct{})
+	lines := make(chan struct{}, 1)
+	alive := l1config.AliveLine(nonceHex)
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
 		for sc.Scan() {
 			line := strings.TrimRight(sc.Text(), "\r")
+			select {
+			case lines <- struct{}{}:
+			default:
+			}
+			if line == alive {
+				continue
+			}
 			if c, ok := l1config.ParseExitLine(line, nonceHex); ok {
 				code, found = c, true
 			}
@@ -250,8 +263,31 @@ func runNested(ctx context.Context, cfg Config, env []string) (int, error) {
 		}
 		io.Copy(io.Discard, stdout) // a line over 1 MiB: keep QEMU unblocked
 	}()
-	<-done
+	// A frozen L1 (emulated nested virtualization can livelock) prints
+	// nothing, not even /init's heartbeat: end the run early, saying so,
+	// instead of waiting for the whole timeout.
+	frozen := false
+	watch := time.NewTimer(freezeTimeout)
+	defer watch.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-lines:
+			watch.Reset(freezeTimeout)
+		case <-watch.C:
+			frozen = true
+			fmt.Fprintf(cfg.Output, "vmtest: L1 console silent for %v: the L1 VM froze; killing QEMU\n", freezeTimeout)
+			cmd.Process.Kill()
+			<-done
+			break wait
+		}
+	}
 	werr := cmd.Wait()
+	if frozen {
+		return -1, fmt.Errorf("%w: L1 VM froze (no console output for %v)", ErrNoExitStatus, freezeTimeout)
+	}
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("vmtest: L1 run of %s: %w (QEMU killed)", cfg.Binary, ctx.Err())
 	}

@@ -31,10 +31,6 @@ var ErrAlreadyRun = errors.New("vmm: machine already run")
 // from the IOAPIC and LAPIC windows (Firecracker uses the same address).
 const tssAddr = 0xfffb_d000
 
-// cpuidTSCDeadline is CPUID.01H:ECX bit 24, TSC-deadline timer support
-// (Intel SDM vol. 2A, CPUID).
-const cpuidTSCDeadline = 1 << 24
-
 // Machine is one microVM. Create it with New, run it with Run (once), and
 // end it with Stop from any goroutine or by cancelling Run's context.
 type Machine struct {
@@ -326,20 +322,9 @@ func (m *Machine) build(r *resources) error {
 	if err != nil {
 		return err
 	}
-	// KVM's in-kernel LAPIC can emulate the TSC-deadline timer, but KVM
-	// leaves the CPUID bit for user space to set. With it the guest skips
-	// the LAPIC timer calibration, a quarter second of boot under nested
-	// emulation.
-	deadline, err := r.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
-	if err != nil {
-		return err
-	}
 	archCPUID := make([]amd64.CPUIDEntry, len(supported))
 	for i, e := range supported {
 		archCPUID[i] = amd64.CPUIDEntry(e)
-		if e.Function == 1 && deadline != 0 {
-			archCPUID[i].ECX |= cpuidTSCDeadline
-		}
 	}
 	m.mu.Lock()
 	m.console = console

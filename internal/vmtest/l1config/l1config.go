@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"time"
 )
 
 // Path is where the harness puts the run configuration in the initramfs.
@@ -50,6 +51,13 @@ func Load(path string) (Config, error) {
 func ExitLine(nonce string, code int) string {
 	return fmt.Sprintf("vmtest-exit %s %d", nonce, code)
 }
+
+// AliveLine is the console line /init prints every AliveInterval while the
+// test runs: a console silent for much longer means the L1 VM froze.
+func AliveLine(nonce string) string { return "vmtest-alive " + nonce }
+
+// AliveInterval is how often /init prints AliveLine.
+const AliveInterval = 10 * time.Second
 
 var exitLine = regexp.MustCompile(`vmtest-exit (\S+) (-?\d+)\s*$`)
 

@@ -58,7 +58,14 @@ func run() int {
 	cmd.Env = cfg.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	start := time.Now()
-	err = cmd.Run()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "l1init: start %s: %v\n", cfg.Argv[0], err)
+		return l1config.SetupFailed
+	}
+	done := make(chan struct{})
+	go alive(done)
+	err = cmd.Wait()
+	close(done)
 	fmt.Fprintf(os.Stderr, "l1init: %s finished in %v\n", cfg.Argv[0], time.Since(start).Round(time.Millisecond))
 	var exit *exec.ExitError
 	switch {
@@ -71,8 +78,23 @@ func run() int {
 		}
 		return exit.ExitCode()
 	default:
-		fmt.Fprintf(os.Stderr, "l1init: start %s: %v\n", cfg.Argv[0], err)
+		fmt.Fprintf(os.Stderr, "l1init: wait for %s: %v\n", cfg.Argv[0], err)
 		return l1config.SetupFailed
+	}
+}
+
+// alive prints the heartbeat the harness watches until done is closed.
+func alive(done <-chan struct{}) {
+	t := time.NewTicker(l1config.AliveInterval)
+	defer t.Stop()
+	line := "\n" + l1config.AliveLine(os.Getenv(l1config.NonceEnv)) + "\n"
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			os.Stdout.WriteString(line)
+		}
 	}
 }
 

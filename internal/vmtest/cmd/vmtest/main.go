@@ -20,6 +20,18 @@ import (
 	"github.com/microsandbox-go/microsandbox/internal/vmtest"
 )
 
+type envList []string
+
+func (e *envList) String() string { return fmt.Sprint(*e) }
+
+func (e *envList) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("%q: want KEY=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
 type fileList []vmtest.File
 
 func (f *fileList) String() string { return fmt.Sprint(*f) }
@@ -34,8 +46,10 @@ func main() {
 	var (
 		cfg   vmtest.Config
 		files fileList
+		env   envList
 		mode  string
 	)
+	flag.Var(&env, "env", "`KEY=VALUE` for the test binary's environment (repeatable)")
 	flag.Var(&files, "file", "`SRC[:DST]` host file to place in the run directory (repeatable)")
 	flag.StringVar(&mode, "mode", "", "native or nested (default: $MSB_E2E_MODE, else detected)")
 	flag.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "wall-clock limit of the whole run")
@@ -52,7 +66,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	cfg.Binary, cfg.Args, cfg.Files = flag.Arg(0), flag.Args()[1:], files
+	cfg.Binary, cfg.Args, cfg.Files, cfg.Env = flag.Arg(0), flag.Args()[1:], files, env
 	if mode != "" {
 		cfg.Mode = vmtest.Mode(mode)
 	}

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package testimages builds the OCI image layouts that tests pull: a
+// busybox image made from Debian's busybox-static package, and small
+// multi-layer images with whiteouts, opaque directories, hard links,
+// symlinks, a device node and a fifo for root filesystem conversion tests.
+//
+// Layers are written in Go with archive/tar: ownership, modes and types
+// come from the headers the code writes, never from the host filesystem,
+// so no root is needed and nothing is staged on disk. Output is
+// deterministic (fixed mtimes, gzip without timestamps), and each layout
+// is cached under $XDG_CACHE_HOME/microsandbox-go/testimages (os.UserCacheDir)
+// in a directory named by a hash of its inputs (the builder version and,
+// for busybox, the SHA256 of the .deb apt would download).
+//
+// Inputs: busybox needs apt-get and dpkg-deb and a configured Debian
+// archive (the only network the tests use); the other images need
+// nothing. A python image (debootstrap --variant=minbase plus python3) is
+// not built yet (TODO(#5)).
+//
+// Goroutines: none. Functions may be called from parallel tests and
+// processes: a layout is built in a temporary directory and renamed into
+// place.
+//
+// Testing: go test ./internal/testimages builds the images, serves them
+// from an in-process registry (package ocitest), pulls them with package
+// oci and converts busybox to an EROFS image with package rootfs.
+package testimages
