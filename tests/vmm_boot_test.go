@@ -177,7 +177,15 @@ func TestGuestEndings(t *testing.T) {
 
 // TestStopDuringBoot stops real machines at points spread over their boot
 // and checks that each Run returns promptly and nothing is left behind.
+//
+// It runs only with MSB_E2E_STOP_STRESS=1: in the nested harness, stopping
+// a guest in early boot froze the whole L1 VM (QEMU TCG with emulated SVM)
+// in 2 of about 6 runs, which would fail every CI run it hits. The native
+// test in pkg/vmm stops 50 tiny guests at random points on every run.
 func TestStopDuringBoot(t *testing.T) {
+	if os.Getenv("MSB_E2E_STOP_STRESS") != "1" {
+		t.Skip("set MSB_E2E_STOP_STRESS=1: stopping guests mid-boot can freeze the nested L1 VM (see the doc comment)")
+	}
 	vmtest.RequireKVM(t)
 	kernel := requireFile(t, kernelFile)
 	initrd := guestInitramfs(t)

@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package netstack provides a sandbox's user-mode network: a gVisor
+// tcpip stack that terminates the guest's Ethernet frames and re-originates
+// every allowed guest flow from an ordinary host socket.
+//
+// There is no TAP device, no root and no host NAT. The guest's virtio-net
+// device hands each frame to [Stack.DeliverFrame]; frames for the guest go
+// to [Config.WriteFrame]. The stack owns the gateway address (see
+// [Gateway4]); the guest is configured statically with [Guest4]. For every
+// new guest TCP connection or UDP session the stack asks the
+// [policy.Policy] first and only then dials the real destination with
+// [Config.Dial] (a net.Dialer by default) and splices both directions with
+// bounded buffers. Denied TCP connections get a RST; denied UDP datagrams an
+// ICMP port unreachable. The gateway address stands for the host: when the
+// policy allows the host group, a flow to the gateway is dialled on the
+// host's loopback (127.0.0.1 or ::1).
+//
+// DNS: every UDP and TCP flow to port 53, whatever its destination address,
+// is answered by the stack's own resolver, so no lookup bypasses it. The
+// resolver forwards one sanitised question to the host's resolvers
+// (/etc/resolv.conf, or [Config.DNSServers]), refuses names the policy
+// denies (NXDOMAIN), drops answers that point at non-public addresses the
+// policy does not reach (rebinding protection) and records which names
+// resolved to which addresses, bounded and TTL-aware, so that domain rules
+// can match the addresses the guest connects to. The name [HostName]
+// resolves to the gateway.
+//
+// Trust boundary: every frame, every segment and every DNS query comes from
+// a hostile guest. Frames are length-checked and copied before gVisor
+// parses them; DNS messages are parsed with golang.org/x/net/dns/dnsmessage,
+// and answers are rebuilt rather than forwarded. Guest-caused faults are
+// dropped and counted in [Stats], never returned as errors. gVisor types
+// never leave this package; tcpip.Error is converted to error at its edge.
+//
+// Goroutines: [New] starts none. [Stack.Start] creates the gVisor stack
+// (which starts its own protocol workers) and one frame pump that writes
+// frames to the guest. Each TCP flow runs in the goroutine gVisor's
+// forwarder starts for it plus one copy goroutine; each UDP session runs in
+// one goroutine plus one copy goroutine. [Stack.Close] stops the pump,
+// closes every flow's sockets, waits for all of these goroutines and then
+// for gVisor's; it is idempotent.
+//
+// Lock order: Stack.mu, then pinTable.mu. Neither is held while calling
+// into gVisor, dialing, or calling Config.WriteFrame.
+//
+// Tests run in-process: package netstacktest builds a second gVisor stack
+// that plays the guest, wired frame to frame to a Stack.
+package netstack
