@@ -37,9 +37,10 @@ lint:
 unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
-e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/test-root.erofs build/test-upper.ext4
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  -file build/msb-agent -file build/test-root.erofs -file build/test-upper.ext4 \
+	  -file build/busybox-rootfs.erofs \
 	  build/e2e.test -test.v -test.count=1
 
 # Benchmarks print ratios against a peer measured in the same run, never
@@ -77,6 +78,10 @@ build/msb-agent: FORCE
 # the script rebuilds it only when the package version or the script changes.
 build/test-root.erofs: FORCE
 	bash tests/testroot.sh $@
+
+# The busybox test image through our own path: pkg/oci pull, pkg/rootfs EROFS.
+build/busybox-rootfs.erofs: FORCE
+	$(GO) run ./tests/mkrootfs -o $@
 
 # An empty ext4 disk for the agent's disk-backed root upper (e2fsprogs).
 build/test-upper.ext4:

@@ -94,7 +94,14 @@ func agentInitramfs(t *testing.T, cfg *bootcfg.Config, raw []byte) string {
 // t.Cleanup) stops it if the test did not end it.
 func startAgentVM(t *testing.T, cfg *bootcfg.Config, raw []byte, disks ...virtio.Device) *agentVM {
 	t.Helper()
-	root, err := blk.New(blk.Config{Path: requireFile(t, testRootFile), ReadOnly: true, ID: "root"})
+	return startAgentVMOn(t, testRootFile, cfg, raw, disks...)
+}
+
+// startAgentVMOn is startAgentVM with the root image rootFile from the run
+// directory.
+func startAgentVMOn(t *testing.T, rootFile string, cfg *bootcfg.Config, raw []byte, disks ...virtio.Device) *agentVM {
+	t.Helper()
+	root, err := blk.New(blk.Config{Path: requireFile(t, rootFile), ReadOnly: true, ID: "root"})
 	if err != nil {
 		t.Fatal(err)
 	}
