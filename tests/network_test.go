@@ -33,7 +33,7 @@ func guestNIC(t *testing.T, p *policy.Policy) (*netdev.Device, *netstack.Stack) 
 	stack, err := netstack.New(netstack.Config{
 		Policy:      p,
 		WriteFrame:  func(f []byte) { dev.Deliver(f) }, // a full rx queue drops; TCP retransmits
-		DNSServers:  []netip.AddrPort{},                 // no upstream: only names the stack answers
+		DNSServers:  []netip.AddrPort{},                // no upstream: only names the stack answers
 		DisableIPv6: true,
 	})
 	if err != nil {
