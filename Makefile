@@ -44,8 +44,10 @@ e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/ms
 	  build/e2e.test -test.v -test.count=1
 
 # Benchmarks print ratios against a peer measured in the same run, never
-# absolute targets: boot time of pkg/vmm vs QEMU microvm inside the harness.
+# absolute targets: rootfs conversion vs mkfs.erofs on the host; boot time of
+# pkg/vmm vs QEMU microvm inside the harness.
 bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench
+	$(GO) run ./tests/convbench
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/bootbench -runs 7
 
