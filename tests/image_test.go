@@ -53,7 +53,9 @@ func TestImageRootfsBoots(t *testing.T) {
 	if !strings.HasPrefix(string(out.Stdout), "x\n") || !strings.Contains(string(out.Stdout), "overlay") {
 		t.Errorf("write to /bin: %q %q", out.Stdout, out.Stderr)
 	}
-	c.Run(ctx, host.ExecConfig{Argv: []string{"kill", "-TERM", "1"}})
+	if err := c.Shutdown(ctx, false); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 	if exit := v.wait(vmtest.Scale(30 * time.Second)); exit.Reason != vmm.ExitPowerOff || exit.Status != 0 {
 		t.Errorf("exit = %v, want power-off 0; console:\n%s", exit, v.console.String())
 	}

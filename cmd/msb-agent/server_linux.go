@@ -45,7 +45,16 @@ func runServer() int {
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 
-	srv, err := guest.New(guest.Config{Root: "/", Env: serverEnv(cfg.Env), Agent: "msb-agent"})
+	srv, err := guest.New(guest.Config{
+		Root: "/", Env: serverEnv(cfg.Env), Agent: "msb-agent",
+		// Init (PID 1) owns the shutdown: SIGTERM powers off, SIGINT reboots.
+		Power: func(reboot bool) error {
+			if reboot {
+				return unix.Kill(1, unix.SIGINT)
+			}
+			return unix.Kill(1, unix.SIGTERM)
+		},
+	})
 	if err != nil {
 		errorf("server: %v", err)
 		return 1

@@ -162,7 +162,7 @@ func (fw *FrameWriter) WriteFrame(ctx context.Context, f *agentpb.Frame) error {
 // IsTerminal reports whether f ends its stream (sent by the guest).
 func IsTerminal(f *agentpb.Frame) bool {
 	switch f.Msg.(type) {
-	case *agentpb.Frame_Exit, *agentpb.Frame_Error, *agentpb.Frame_FsResult, *agentpb.Frame_Metrics:
+	case *agentpb.Frame_Exit, *agentpb.Frame_Error, *agentpb.Frame_FsResult, *agentpb.Frame_Metrics, *agentpb.Frame_ShutdownAccepted:
 		return true
 	}
 	return false

@@ -92,9 +92,9 @@ func TestNegotiate(t *testing.T) {
 		wantCaps      int
 		hostReplyErrs bool
 	}{
-		{name: "equal", want: 1, wantCaps: 5},
-		{name: "host newer", host: guestagent.Offer{MaxVersion: 9}, want: 1, wantCaps: 5},
-		{name: "guest newer", guest: guestagent.Offer{MaxVersion: 9}, host: guestagent.Offer{MaxVersion: 4}, want: 4, wantCaps: 5},
+		{name: "equal", want: 1, wantCaps: len(guestagent.AllCapabilities())},
+		{name: "host newer", host: guestagent.Offer{MaxVersion: 9}, want: 1, wantCaps: len(guestagent.AllCapabilities())},
+		{name: "guest newer", guest: guestagent.Offer{MaxVersion: 9}, host: guestagent.Offer{MaxVersion: 4}, want: 4, wantCaps: len(guestagent.AllCapabilities())},
 		{name: "caps intersect", host: guestagent.Offer{Capabilities: []string{"exec", "quantum"}}, want: 1, wantCaps: 1},
 		{name: "disjoint", host: guestagent.Offer{MinVersion: 5, MaxVersion: 6}, wantErr: guestagent.ErrIncompatible},
 	} {

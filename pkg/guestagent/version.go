@@ -25,11 +25,12 @@ const (
 	CapRlimits = "rlimits"
 	CapFS      = "fs"
 	CapMetrics = "metrics"
+	CapPower   = "power" // ShutdownRequest
 )
 
 // AllCapabilities lists every capability of this build.
 func AllCapabilities() []string {
-	return []string{CapExec, CapTTY, CapRlimits, CapFS, CapMetrics}
+	return []string{CapExec, CapTTY, CapRlimits, CapFS, CapMetrics, CapPower}
 }
 
 // Limits on peer-supplied hello contents.

@@ -345,6 +345,7 @@ type Frame struct {
 	//	*Frame_Exec
 	//	*Frame_Fs
 	//	*Frame_MetricsRequest
+	//	*Frame_Shutdown
 	//	*Frame_Data
 	//	*Frame_Window
 	//	*Frame_CloseWrite
@@ -357,6 +358,7 @@ type Frame struct {
 	//	*Frame_FsResult
 	//	*Frame_Entries
 	//	*Frame_Metrics
+	//	*Frame_ShutdownAccepted
 	Msg           isFrame_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -446,6 +448,15 @@ func (x *Frame) GetMetricsRequest() *MetricsRequest {
 	if x != nil {
 		if x, ok := x.Msg.(*Frame_MetricsRequest); ok {
 			return x.MetricsRequest
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetShutdown() *ShutdownRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*Frame_Shutdown); ok {
+			return x.Shutdown
 		}
 	}
 	return nil
@@ -559,6 +570,15 @@ func (x *Frame) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *Frame) GetShutdownAccepted() *ShutdownAccepted {
+	if x != nil {
+		if x, ok := x.Msg.(*Frame_ShutdownAccepted); ok {
+			return x.ShutdownAccepted
+		}
+	}
+	return nil
+}
+
 type isFrame_Msg interface {
 	isFrame_Msg()
 }
@@ -582,6 +602,10 @@ type Frame_Fs struct {
 
 type Frame_MetricsRequest struct {
 	MetricsRequest *MetricsRequest `protobuf:"bytes,12,opt,name=metrics_request,json=metricsRequest,proto3,oneof"`
+}
+
+type Frame_Shutdown struct {
+	Shutdown *ShutdownRequest `protobuf:"bytes,13,opt,name=shutdown,proto3,oneof"`
 }
 
 type Frame_Data struct {
@@ -637,6 +661,10 @@ type Frame_Metrics struct {
 	Metrics *Metrics `protobuf:"bytes,45,opt,name=metrics,proto3,oneof"` // terminal
 }
 
+type Frame_ShutdownAccepted struct {
+	ShutdownAccepted *ShutdownAccepted `protobuf:"bytes,46,opt,name=shutdown_accepted,json=shutdownAccepted,proto3,oneof"` // terminal
+}
+
 func (*Frame_Hello) isFrame_Msg() {}
 
 func (*Frame_HelloReply) isFrame_Msg() {}
@@ -646,6 +674,8 @@ func (*Frame_Exec) isFrame_Msg() {}
 func (*Frame_Fs) isFrame_Msg() {}
 
 func (*Frame_MetricsRequest) isFrame_Msg() {}
+
+func (*Frame_Shutdown) isFrame_Msg() {}
 
 func (*Frame_Data) isFrame_Msg() {}
 
@@ -670,6 +700,8 @@ func (*Frame_FsResult) isFrame_Msg() {}
 func (*Frame_Entries) isFrame_Msg() {}
 
 func (*Frame_Metrics) isFrame_Msg() {}
+
+func (*Frame_ShutdownAccepted) isFrame_Msg() {}
 
 // Hello is the first frame the host sends, on stream 0.
 type Hello struct {
@@ -2161,6 +2193,90 @@ func (x *FsResult) GetInfo() *FileInfo {
 	return nil
 }
 
+// ShutdownRequest asks the agent to end the machine: stop every process,
+// sync, unmount and power off (or reboot). The agent accepts before it
+// starts; the connection then ends with the machine.
+type ShutdownRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reboot        bool                   `protobuf:"varint,1,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShutdownRequest) Reset() {
+	*x = ShutdownRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShutdownRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShutdownRequest) ProtoMessage() {}
+
+func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
+func (*ShutdownRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ShutdownRequest) GetReboot() bool {
+	if x != nil {
+		return x.Reboot
+	}
+	return false
+}
+
+// ShutdownAccepted says the agent started shutting down.
+type ShutdownAccepted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShutdownAccepted) Reset() {
+	*x = ShutdownAccepted{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShutdownAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShutdownAccepted) ProtoMessage() {}
+
+func (x *ShutdownAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShutdownAccepted.ProtoReflect.Descriptor instead.
+func (*ShutdownAccepted) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
 type MetricsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DiskPath      string                 `protobuf:"bytes,1,opt,name=disk_path,json=diskPath,proto3" json:"disk_path,omitempty"` // "" means "/"
@@ -2170,7 +2286,7 @@ type MetricsRequest struct {
 
 func (x *MetricsRequest) Reset() {
 	*x = MetricsRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2298,7 @@ func (x *MetricsRequest) String() string {
 func (*MetricsRequest) ProtoMessage() {}
 
 func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2311,7 @@ func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsRequest.ProtoReflect.Descriptor instead.
 func (*MetricsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MetricsRequest) GetDiskPath() string {
@@ -2224,7 +2340,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2352,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2365,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Metrics) GetMemoryTotalBytes() uint64 {
@@ -2333,7 +2449,7 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\x11msb.guestagent.v1\"\xe8\a\n" +
+	"\vagent.proto\x12\x11msb.guestagent.v1\"\xfe\b\n" +
 	"\x05Frame\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\rR\x06stream\x120\n" +
 	"\x05hello\x18\x02 \x01(\v2\x18.msb.guestagent.v1.HelloH\x00R\x05hello\x12@\n" +
@@ -2342,7 +2458,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x04exec\x18\n" +
 	" \x01(\v2\x1e.msb.guestagent.v1.ExecRequestH\x00R\x04exec\x12.\n" +
 	"\x02fs\x18\v \x01(\v2\x1c.msb.guestagent.v1.FsRequestH\x00R\x02fs\x12L\n" +
-	"\x0fmetrics_request\x18\f \x01(\v2!.msb.guestagent.v1.MetricsRequestH\x00R\x0emetricsRequest\x12-\n" +
+	"\x0fmetrics_request\x18\f \x01(\v2!.msb.guestagent.v1.MetricsRequestH\x00R\x0emetricsRequest\x12@\n" +
+	"\bshutdown\x18\r \x01(\v2\".msb.guestagent.v1.ShutdownRequestH\x00R\bshutdown\x12-\n" +
 	"\x04data\x18\x14 \x01(\v2\x17.msb.guestagent.v1.DataH\x00R\x04data\x129\n" +
 	"\x06window\x18\x15 \x01(\v2\x1f.msb.guestagent.v1.WindowUpdateH\x00R\x06window\x12@\n" +
 	"\vclose_write\x18\x16 \x01(\v2\x1d.msb.guestagent.v1.CloseWriteH\x00R\n" +
@@ -2355,7 +2472,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18* \x01(\v2\x18.msb.guestagent.v1.ErrorH\x00R\x05error\x12:\n" +
 	"\tfs_result\x18+ \x01(\v2\x1b.msb.guestagent.v1.FsResultH\x00R\bfsResult\x128\n" +
 	"\aentries\x18, \x01(\v2\x1c.msb.guestagent.v1.FsEntriesH\x00R\aentries\x126\n" +
-	"\ametrics\x18- \x01(\v2\x1a.msb.guestagent.v1.MetricsH\x00R\ametricsB\x05\n" +
+	"\ametrics\x18- \x01(\v2\x1a.msb.guestagent.v1.MetricsH\x00R\ametrics\x12R\n" +
+	"\x11shutdown_accepted\x18. \x01(\v2#.msb.guestagent.v1.ShutdownAcceptedH\x00R\x10shutdownAcceptedB\x05\n" +
 	"\x03msg\"\xa9\x01\n" +
 	"\x05Hello\x12\x1f\n" +
 	"\vmin_version\x18\x01 \x01(\rR\n" +
@@ -2460,7 +2578,10 @@ const file_agent_proto_rawDesc = "" +
 	"\tFsEntries\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.msb.guestagent.v1.FileInfoR\aentries\";\n" +
 	"\bFsResult\x12/\n" +
-	"\x04info\x18\x01 \x01(\v2\x1b.msb.guestagent.v1.FileInfoR\x04info\"-\n" +
+	"\x04info\x18\x01 \x01(\v2\x1b.msb.guestagent.v1.FileInfoR\x04info\")\n" +
+	"\x0fShutdownRequest\x12\x16\n" +
+	"\x06reboot\x18\x01 \x01(\bR\x06reboot\"\x12\n" +
+	"\x10ShutdownAccepted\"-\n" +
 	"\x0eMetricsRequest\x12\x1b\n" +
 	"\tdisk_path\x18\x01 \x01(\tR\bdiskPath\"\x8d\x03\n" +
 	"\aMetrics\x12,\n" +
@@ -2530,79 +2651,83 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_agent_proto_goTypes = []any{
-	(Channel)(0),           // 0: msb.guestagent.v1.Channel
-	(StdinMode)(0),         // 1: msb.guestagent.v1.StdinMode
-	(ErrorCode)(0),         // 2: msb.guestagent.v1.ErrorCode
-	(SpawnKind)(0),         // 3: msb.guestagent.v1.SpawnKind
-	(FileKind)(0),          // 4: msb.guestagent.v1.FileKind
-	(*Frame)(nil),          // 5: msb.guestagent.v1.Frame
-	(*Hello)(nil),          // 6: msb.guestagent.v1.Hello
-	(*HelloReply)(nil),     // 7: msb.guestagent.v1.HelloReply
-	(*Data)(nil),           // 8: msb.guestagent.v1.Data
-	(*WindowUpdate)(nil),   // 9: msb.guestagent.v1.WindowUpdate
-	(*CloseWrite)(nil),     // 10: msb.guestagent.v1.CloseWrite
-	(*Cancel)(nil),         // 11: msb.guestagent.v1.Cancel
-	(*Rlimit)(nil),         // 12: msb.guestagent.v1.Rlimit
-	(*ExecRequest)(nil),    // 13: msb.guestagent.v1.ExecRequest
-	(*ExecStarted)(nil),    // 14: msb.guestagent.v1.ExecStarted
-	(*ExecExit)(nil),       // 15: msb.guestagent.v1.ExecExit
-	(*Signal)(nil),         // 16: msb.guestagent.v1.Signal
-	(*Resize)(nil),         // 17: msb.guestagent.v1.Resize
-	(*Error)(nil),          // 18: msb.guestagent.v1.Error
-	(*FsRequest)(nil),      // 19: msb.guestagent.v1.FsRequest
-	(*FsPath)(nil),         // 20: msb.guestagent.v1.FsPath
-	(*FsRead)(nil),         // 21: msb.guestagent.v1.FsRead
-	(*FsWrite)(nil),        // 22: msb.guestagent.v1.FsWrite
-	(*FsMkdir)(nil),        // 23: msb.guestagent.v1.FsMkdir
-	(*FsRemove)(nil),       // 24: msb.guestagent.v1.FsRemove
-	(*FsMove)(nil),         // 25: msb.guestagent.v1.FsMove
-	(*FileInfo)(nil),       // 26: msb.guestagent.v1.FileInfo
-	(*FsEntries)(nil),      // 27: msb.guestagent.v1.FsEntries
-	(*FsResult)(nil),       // 28: msb.guestagent.v1.FsResult
-	(*MetricsRequest)(nil), // 29: msb.guestagent.v1.MetricsRequest
-	(*Metrics)(nil),        // 30: msb.guestagent.v1.Metrics
+	(Channel)(0),             // 0: msb.guestagent.v1.Channel
+	(StdinMode)(0),           // 1: msb.guestagent.v1.StdinMode
+	(ErrorCode)(0),           // 2: msb.guestagent.v1.ErrorCode
+	(SpawnKind)(0),           // 3: msb.guestagent.v1.SpawnKind
+	(FileKind)(0),            // 4: msb.guestagent.v1.FileKind
+	(*Frame)(nil),            // 5: msb.guestagent.v1.Frame
+	(*Hello)(nil),            // 6: msb.guestagent.v1.Hello
+	(*HelloReply)(nil),       // 7: msb.guestagent.v1.HelloReply
+	(*Data)(nil),             // 8: msb.guestagent.v1.Data
+	(*WindowUpdate)(nil),     // 9: msb.guestagent.v1.WindowUpdate
+	(*CloseWrite)(nil),       // 10: msb.guestagent.v1.CloseWrite
+	(*Cancel)(nil),           // 11: msb.guestagent.v1.Cancel
+	(*Rlimit)(nil),           // 12: msb.guestagent.v1.Rlimit
+	(*ExecRequest)(nil),      // 13: msb.guestagent.v1.ExecRequest
+	(*ExecStarted)(nil),      // 14: msb.guestagent.v1.ExecStarted
+	(*ExecExit)(nil),         // 15: msb.guestagent.v1.ExecExit
+	(*Signal)(nil),           // 16: msb.guestagent.v1.Signal
+	(*Resize)(nil),           // 17: msb.guestagent.v1.Resize
+	(*Error)(nil),            // 18: msb.guestagent.v1.Error
+	(*FsRequest)(nil),        // 19: msb.guestagent.v1.FsRequest
+	(*FsPath)(nil),           // 20: msb.guestagent.v1.FsPath
+	(*FsRead)(nil),           // 21: msb.guestagent.v1.FsRead
+	(*FsWrite)(nil),          // 22: msb.guestagent.v1.FsWrite
+	(*FsMkdir)(nil),          // 23: msb.guestagent.v1.FsMkdir
+	(*FsRemove)(nil),         // 24: msb.guestagent.v1.FsRemove
+	(*FsMove)(nil),           // 25: msb.guestagent.v1.FsMove
+	(*FileInfo)(nil),         // 26: msb.guestagent.v1.FileInfo
+	(*FsEntries)(nil),        // 27: msb.guestagent.v1.FsEntries
+	(*FsResult)(nil),         // 28: msb.guestagent.v1.FsResult
+	(*ShutdownRequest)(nil),  // 29: msb.guestagent.v1.ShutdownRequest
+	(*ShutdownAccepted)(nil), // 30: msb.guestagent.v1.ShutdownAccepted
+	(*MetricsRequest)(nil),   // 31: msb.guestagent.v1.MetricsRequest
+	(*Metrics)(nil),          // 32: msb.guestagent.v1.Metrics
 }
 var file_agent_proto_depIdxs = []int32{
 	6,  // 0: msb.guestagent.v1.Frame.hello:type_name -> msb.guestagent.v1.Hello
 	7,  // 1: msb.guestagent.v1.Frame.hello_reply:type_name -> msb.guestagent.v1.HelloReply
 	13, // 2: msb.guestagent.v1.Frame.exec:type_name -> msb.guestagent.v1.ExecRequest
 	19, // 3: msb.guestagent.v1.Frame.fs:type_name -> msb.guestagent.v1.FsRequest
-	29, // 4: msb.guestagent.v1.Frame.metrics_request:type_name -> msb.guestagent.v1.MetricsRequest
-	8,  // 5: msb.guestagent.v1.Frame.data:type_name -> msb.guestagent.v1.Data
-	9,  // 6: msb.guestagent.v1.Frame.window:type_name -> msb.guestagent.v1.WindowUpdate
-	10, // 7: msb.guestagent.v1.Frame.close_write:type_name -> msb.guestagent.v1.CloseWrite
-	16, // 8: msb.guestagent.v1.Frame.signal:type_name -> msb.guestagent.v1.Signal
-	17, // 9: msb.guestagent.v1.Frame.resize:type_name -> msb.guestagent.v1.Resize
-	11, // 10: msb.guestagent.v1.Frame.cancel:type_name -> msb.guestagent.v1.Cancel
-	14, // 11: msb.guestagent.v1.Frame.started:type_name -> msb.guestagent.v1.ExecStarted
-	15, // 12: msb.guestagent.v1.Frame.exit:type_name -> msb.guestagent.v1.ExecExit
-	18, // 13: msb.guestagent.v1.Frame.error:type_name -> msb.guestagent.v1.Error
-	28, // 14: msb.guestagent.v1.Frame.fs_result:type_name -> msb.guestagent.v1.FsResult
-	27, // 15: msb.guestagent.v1.Frame.entries:type_name -> msb.guestagent.v1.FsEntries
-	30, // 16: msb.guestagent.v1.Frame.metrics:type_name -> msb.guestagent.v1.Metrics
-	0,  // 17: msb.guestagent.v1.Data.channel:type_name -> msb.guestagent.v1.Channel
-	12, // 18: msb.guestagent.v1.ExecRequest.rlimits:type_name -> msb.guestagent.v1.Rlimit
-	1,  // 19: msb.guestagent.v1.ExecRequest.stdin:type_name -> msb.guestagent.v1.StdinMode
-	2,  // 20: msb.guestagent.v1.Error.code:type_name -> msb.guestagent.v1.ErrorCode
-	3,  // 21: msb.guestagent.v1.Error.spawn:type_name -> msb.guestagent.v1.SpawnKind
-	21, // 22: msb.guestagent.v1.FsRequest.read:type_name -> msb.guestagent.v1.FsRead
-	22, // 23: msb.guestagent.v1.FsRequest.write:type_name -> msb.guestagent.v1.FsWrite
-	20, // 24: msb.guestagent.v1.FsRequest.list:type_name -> msb.guestagent.v1.FsPath
-	20, // 25: msb.guestagent.v1.FsRequest.stat:type_name -> msb.guestagent.v1.FsPath
-	23, // 26: msb.guestagent.v1.FsRequest.mkdir:type_name -> msb.guestagent.v1.FsMkdir
-	24, // 27: msb.guestagent.v1.FsRequest.remove:type_name -> msb.guestagent.v1.FsRemove
-	25, // 28: msb.guestagent.v1.FsRequest.rename:type_name -> msb.guestagent.v1.FsMove
-	25, // 29: msb.guestagent.v1.FsRequest.copy:type_name -> msb.guestagent.v1.FsMove
-	4,  // 30: msb.guestagent.v1.FileInfo.kind:type_name -> msb.guestagent.v1.FileKind
-	26, // 31: msb.guestagent.v1.FsEntries.entries:type_name -> msb.guestagent.v1.FileInfo
-	26, // 32: msb.guestagent.v1.FsResult.info:type_name -> msb.guestagent.v1.FileInfo
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	31, // 4: msb.guestagent.v1.Frame.metrics_request:type_name -> msb.guestagent.v1.MetricsRequest
+	29, // 5: msb.guestagent.v1.Frame.shutdown:type_name -> msb.guestagent.v1.ShutdownRequest
+	8,  // 6: msb.guestagent.v1.Frame.data:type_name -> msb.guestagent.v1.Data
+	9,  // 7: msb.guestagent.v1.Frame.window:type_name -> msb.guestagent.v1.WindowUpdate
+	10, // 8: msb.guestagent.v1.Frame.close_write:type_name -> msb.guestagent.v1.CloseWrite
+	16, // 9: msb.guestagent.v1.Frame.signal:type_name -> msb.guestagent.v1.Signal
+	17, // 10: msb.guestagent.v1.Frame.resize:type_name -> msb.guestagent.v1.Resize
+	11, // 11: msb.guestagent.v1.Frame.cancel:type_name -> msb.guestagent.v1.Cancel
+	14, // 12: msb.guestagent.v1.Frame.started:type_name -> msb.guestagent.v1.ExecStarted
+	15, // 13: msb.guestagent.v1.Frame.exit:type_name -> msb.guestagent.v1.ExecExit
+	18, // 14: msb.guestagent.v1.Frame.error:type_name -> msb.guestagent.v1.Error
+	28, // 15: msb.guestagent.v1.Frame.fs_result:type_name -> msb.guestagent.v1.FsResult
+	27, // 16: msb.guestagent.v1.Frame.entries:type_name -> msb.guestagent.v1.FsEntries
+	32, // 17: msb.guestagent.v1.Frame.metrics:type_name -> msb.guestagent.v1.Metrics
+	30, // 18: msb.guestagent.v1.Frame.shutdown_accepted:type_name -> msb.guestagent.v1.ShutdownAccepted
+	0,  // 19: msb.guestagent.v1.Data.channel:type_name -> msb.guestagent.v1.Channel
+	12, // 20: msb.guestagent.v1.ExecRequest.rlimits:type_name -> msb.guestagent.v1.Rlimit
+	1,  // 21: msb.guestagent.v1.ExecRequest.stdin:type_name -> msb.guestagent.v1.StdinMode
+	2,  // 22: msb.guestagent.v1.Error.code:type_name -> msb.guestagent.v1.ErrorCode
+	3,  // 23: msb.guestagent.v1.Error.spawn:type_name -> msb.guestagent.v1.SpawnKind
+	21, // 24: msb.guestagent.v1.FsRequest.read:type_name -> msb.guestagent.v1.FsRead
+	22, // 25: msb.guestagent.v1.FsRequest.write:type_name -> msb.guestagent.v1.FsWrite
+	20, // 26: msb.guestagent.v1.FsRequest.list:type_name -> msb.guestagent.v1.FsPath
+	20, // 27: msb.guestagent.v1.FsRequest.stat:type_name -> msb.guestagent.v1.FsPath
+	23, // 28: msb.guestagent.v1.FsRequest.mkdir:type_name -> msb.guestagent.v1.FsMkdir
+	24, // 29: msb.guestagent.v1.FsRequest.remove:type_name -> msb.guestagent.v1.FsRemove
+	25, // 30: msb.guestagent.v1.FsRequest.rename:type_name -> msb.guestagent.v1.FsMove
+	25, // 31: msb.guestagent.v1.FsRequest.copy:type_name -> msb.guestagent.v1.FsMove
+	4,  // 32: msb.guestagent.v1.FileInfo.kind:type_name -> msb.guestagent.v1.FileKind
+	26, // 33: msb.guestagent.v1.FsEntries.entries:type_name -> msb.guestagent.v1.FileInfo
+	26, // 34: msb.guestagent.v1.FsResult.info:type_name -> msb.guestagent.v1.FileInfo
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2616,6 +2741,7 @@ func file_agent_proto_init() {
 		(*Frame_Exec)(nil),
 		(*Frame_Fs)(nil),
 		(*Frame_MetricsRequest)(nil),
+		(*Frame_Shutdown)(nil),
 		(*Frame_Data)(nil),
 		(*Frame_Window)(nil),
 		(*Frame_CloseWrite)(nil),
@@ -2628,6 +2754,7 @@ func file_agent_proto_init() {
 		(*Frame_FsResult)(nil),
 		(*Frame_Entries)(nil),
 		(*Frame_Metrics)(nil),
+		(*Frame_ShutdownAccepted)(nil),
 	}
 	file_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*FsRequest_Read)(nil),
@@ -2645,7 +2772,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -44,6 +44,11 @@ type Config struct {
 	MinVersion, MaxVersion uint32
 	// Capabilities offered. nil means guestagent.AllCapabilities.
 	Capabilities []string
+
+	// Power ends the machine when the host sends a ShutdownRequest: it
+	// must start the shutdown (or reboot) and return at once. Nil refuses
+	// the request as unavailable. The agent's init implements it.
+	Power func(reboot bool) error
 	// Agent describes the agent in the hello reply.
 	Agent string
 }
@@ -189,7 +194,7 @@ func (c *conn) dispatch(f *agentpb.Frame) error {
 		return guestagent.ProtocolErrorf("%T on stream 0 after the handshake", f.Msg)
 	}
 	switch f.Msg.(type) {
-	case *agentpb.Frame_Exec, *agentpb.Frame_Fs, *agentpb.Frame_MetricsRequest:
+	case *agentpb.Frame_Exec, *agentpb.Frame_Fs, *agentpb.Frame_MetricsRequest, *agentpb.Frame_Shutdown:
 		return c.open(id, f)
 	}
 	c.mu.Lock()
@@ -238,6 +243,12 @@ func (c *conn) open(id uint32, f *agentpb.Frame) error {
 	case *agentpb.Frame_MetricsRequest:
 		c.streams[id] = st
 		c.wg.Go(func() { st.finish(c.metrics(m.MetricsRequest)) })
+	case *agentpb.Frame_Shutdown:
+		if !c.sess.Has(guestagent.CapPower) {
+			return guestagent.ProtocolErrorf("shutdown without the %q capability", guestagent.CapPower)
+		}
+		c.streams[id] = st
+		c.wg.Go(func() { st.finish(c.shutdown(m.Shutdown)) })
 	}
 	return nil
 }

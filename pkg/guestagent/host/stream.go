@@ -22,6 +22,7 @@ const (
 	kindList
 	kindFS // stat, mkdir, remove, rename, copy
 	kindMetrics
+	kindShutdown
 )
 
 // stream is the host's end of one stream.
@@ -86,6 +87,8 @@ func (st *stream) check(f *agentpb.Frame) error {
 		ok = st.kind == kindRead || st.kind == kindWrite || st.kind == kindList || st.kind == kindFS
 	case *agentpb.Frame_Metrics:
 		ok = st.kind == kindMetrics
+	case *agentpb.Frame_ShutdownAccepted:
+		ok = st.kind == kindShutdown
 	}
 	if !ok {
 		return guestagent.ProtocolErrorf("guest sent %T on stream %d out of place", f.Msg, st.id)

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package host
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent"
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/agentpb"
+)
+
+// Shutdown asks the agent to end the machine: stop every process, sync,
+// unmount and power off, or reboot when reboot is set. It returns once the
+// agent has accepted; the connection then ends with the machine, which the
+// VMM reports (power-off, or a reset for a reboot).
+func (c *Client) Shutdown(ctx context.Context, reboot bool) error {
+	if !c.sess.Has(guestagent.CapPower) {
+		return fmt.Errorf("host: shutdown: guest lacks the %q capability", guestagent.CapPower)
+	}
+	st, err := c.open(ctx, kindShutdown, &agentpb.Frame{Msg: &agentpb.Frame_Shutdown{Shutdown: &agentpb.ShutdownRequest{Reboot: reboot}}})
+	if err != nil {
+		return fmt.Errorf("host: shutdown: %w", err)
+	}
+	defer st.abandon(context.Background())
+	f, err := st.next(ctx)
+	if err != nil {
+		return fmt.Errorf("host: shutdown: %w", err)
+	}
+	if e := f.GetError(); e != nil {
+		return guestagent.ErrorFromProto("shutdown", e)
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package host_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent"
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/guest"
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/host"
+)
+
+func TestShutdown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, reboot := range []bool{false, true} {
+		calls := make(chan bool, 2)
+		e := start(t, guest.Config{Power: func(r bool) error { calls <- r; return nil }}, host.Config{})
+		if err := e.client.Shutdown(ctx, reboot); err != nil {
+			t.Fatalf("Shutdown(reboot=%v) = %v", reboot, err)
+		}
+		select {
+		case got := <-calls:
+			if got != reboot {
+				t.Errorf("Power called with reboot=%v, want %v", got, reboot)
+			}
+		default:
+			t.Fatalf("Shutdown(reboot=%v) returned before Power was called", reboot)
+		}
+	}
+
+	e := start(t, guest.Config{}, host.Config{})
+	if err := e.client.Shutdown(ctx, false); !errors.Is(err, guestagent.ErrUnavailable) {
+		t.Errorf("Shutdown with no Power hook = %v, want ErrUnavailable", err)
+	}
+	e = start(t, guest.Config{Power: func(bool) error { return errors.New("boom") }, Capabilities: []string{guestagent.CapExec}}, host.Config{})
+	if err := e.client.Shutdown(ctx, false); err == nil {
+		t.Error("Shutdown without the power capability: got nil error")
+	}
+}
