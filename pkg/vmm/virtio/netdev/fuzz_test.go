@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microsandbox-go/microsandbox/internal/leaktest"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/memory"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/netdev"
@@ -79,9 +80,9 @@ func FuzzTx(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, image []byte, flags uint8) {
 		// A hang is a bug too: turn it into a crash the fuzzer records.
-		watchdog := time.AfterFunc(10*time.Second, func() { panic("FuzzTx hung:\n" + goroutineStacks()) })
+		watchdog := time.AfterFunc(10*time.Second, func() { panic("FuzzTx hung:\n" + leaktest.Stacks()) })
 		defer watchdog.Stop()
-		before := ownGoroutines()
+		before := leaktest.Count()
 		buf := make([]byte, fuzzRAM)
 		copy(buf, image[:min(len(image), fuzzImage)])
 		mem, err := memory.NewFromBytes(memory.Mapping{Base: 0, Data: buf})
@@ -131,7 +132,7 @@ func FuzzTx(f *testing.F) {
 		if got := m.TxPackets.Load() + m.TxDropsBackend.Load(); got != uint64(len(frames)) {
 			t.Errorf("TxPackets+TxDropsBackend = %d, backend saw %d frames", got, len(frames))
 		}
-		if n := settleGoroutines(before, waitTimeout); n > before {
+		if n := leaktest.Settle(before, waitTimeout); n > before {
 			t.Fatalf("%d goroutines before, %d after", before, n)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microsandbox-go/microsandbox/internal/leaktest"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/netdev"
 	vt "github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/virtiotest"
@@ -515,16 +516,16 @@ func TestDeliverContext(t *testing.T) {
 // TestResetJoinsWorker: a reset stops the worker, and the driver can
 // activate the device again.
 func TestResetJoinsWorker(t *testing.T) {
-	before := ownGoroutines()
+	before := leaktest.Count()
 	g := newGuest(t, netdev.Config{})
-	if n := settleGoroutines(before+1, waitTimeout); n != before+1 {
+	if n := leaktest.Settle(before+1, waitTimeout); n != before+1 {
 		t.Fatalf("%d goroutines after activation, want %d", n, before+1)
 	}
 	g.reset()
 	// wg.Done runs as the worker's last deferred call, so the goroutine
 	// may linger an instant after Reset returns: settle, don't sample.
-	if n := settleGoroutines(before, waitTimeout); n != before {
-		t.Fatalf("%d goroutines after reset, want %d:\n%s", n, before, goroutineStacks())
+	if n := leaktest.Settle(before, waitTimeout); n != before {
+		t.Fatalf("%d goroutines after reset, want %d:\n%s", n, before, leaktest.Stacks())
 	}
 	g.init()
 	g.sendTx(vt.Readable(concat(txHeader(), ethFrame(60, 1))))
@@ -537,8 +538,8 @@ func TestResetJoinsWorker(t *testing.T) {
 		t.Errorf("frame after re-activation = % x", r.frame)
 	}
 	g.dev.Close()
-	if n := settleGoroutines(before, waitTimeout); n != before {
-		t.Fatalf("%d goroutines after Close, want %d:\n%s", n, before, goroutineStacks())
+	if n := leaktest.Settle(before, waitTimeout); n != before {
+		t.Fatalf("%d goroutines after Close, want %d:\n%s", n, before, leaktest.Stacks())
 	}
 	g.dev.Close() // idempotent
 	if err := g.dev.Activate(g.mem, nil, nil, 0); err == nil {

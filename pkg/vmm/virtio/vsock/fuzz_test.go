@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microsandbox-go/microsandbox/internal/leaktest"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/vsock"
 )
 
@@ -58,9 +59,9 @@ func FuzzPacket(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A hang is a bug too: turn it into a crash the fuzzer records.
-		watchdog := time.AfterFunc(20*time.Second, func() { panic("FuzzPacket hung:\n" + goroutineStacks()) })
+		watchdog := time.AfterFunc(20*time.Second, func() { panic("FuzzPacket hung:\n" + leaktest.Stacks()) })
 		defer watchdog.Stop()
-		before := ownGoroutines()
+		before := leaktest.Count()
 		g := newGuest(t, vsock.Config{BufferSize: 512, MaxConnections: 4, Backlog: 2, CloseTimeout: 5 * time.Millisecond}, fuzzLayout)
 		l, err := g.dev.Listen(fuzzPort)
 		if err != nil {
@@ -99,7 +100,7 @@ func FuzzPacket(f *testing.F) {
 		l.Close()
 		wg.Wait()
 		g.dev.Close()
-		if n := settleGoroutines(before, 2*time.Second); n > before {
+		if n := leaktest.Settle(before, 2*time.Second); n > before {
 			t.Fatalf("%d goroutines before, %d after", before, n)
 		}
 	})

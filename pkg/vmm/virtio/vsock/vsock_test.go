@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/microsandbox-go/microsandbox/internal/leaktest"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	vt "github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/virtiotest"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/vsock"
@@ -925,7 +926,7 @@ func TestStream(t *testing.T) {
 // TestNoGoroutineLeak checks that a device's goroutines are gone after
 // Close, with connections and blocked calls outstanding.
 func TestNoGoroutineLeak(t *testing.T) {
-	before := ownGoroutines()
+	before := leaktest.Count()
 	func() {
 		g := newGuest(t, vsock.Config{}, defaultLayout)
 		g.bufAlloc = 0
@@ -939,7 +940,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		<-errc
 		<-errc
 	}()
-	if n := settleGoroutines(before, waitTimeout); n > before {
-		t.Fatalf("%d goroutines before, %d after:\n%s", before, n, goroutineStacks())
+	if n := leaktest.Settle(before, waitTimeout); n > before {
+		t.Fatalf("%d goroutines before, %d after:\n%s", before, n, leaktest.Stacks())
 	}
 }
