@@ -100,6 +100,14 @@ type Config struct {
 	// domain rules. Zero: 4096.
 	MaxPins int
 
+	// Ports are published on the host when Start runs (see [Port]): each
+	// accepted TCP connection, or each UDP peer, is forwarded to the
+	// guest's port through the stack, after an ingress policy check whose
+	// remote is the host peer's address with the guest port. Start fails if
+	// any cannot be bound; [Stack.PublishedPorts] reports the bound
+	// addresses. Connections and UDP sessions count towards MaxFlows.
+	Ports []Port
+
 	// Now is the clock for DNS pin expiry. Nil: time.Now.
 	Now func() time.Time
 }

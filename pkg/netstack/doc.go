@@ -37,12 +37,23 @@
 // (which starts its own protocol workers) and one frame pump that writes
 // frames to the guest. Each TCP flow runs in the goroutine gVisor's
 // forwarder starts for it plus one copy goroutine; each UDP session runs in
-// one goroutine plus one copy goroutine. [Stack.Close] stops the pump,
+// one goroutine plus one copy goroutine. Each published port ([Config.Ports])
+// runs one accept or read loop; each forwarded connection runs like a TCP
+// flow and each UDP peer session in one goroutine. [Stack.Close] stops the pump,
 // closes every flow's sockets, waits for all of these goroutines and then
 // for gVisor's; it is idempotent.
 //
 // Lock order: Stack.mu, then pinTable.mu. Neither is held while calling
 // into gVisor, dialing, or calling Config.WriteFrame.
+//
+// Published ports: [Config.Ports] lists host sockets (TCP listeners, UDP
+// sockets; 127.0.0.1 unless a bind address is given; port 0 picks one,
+// reported by [Stack.PublishedPorts]) that Start binds. Each accepted
+// connection, or each new UDP peer, is checked against the policy as an
+// Ingress flow (remote: the peer's address with the guest port) and then
+// forwarded from the gateway to Guest4 and the guest port; a guest that
+// does not listen gets the host connection closed at once. UDP peers get
+// one session each, ended after UDPIdleTimeout, at most 256 per port.
 //
 // Tests run in-process: package netstacktest builds a second gVisor stack
 // that plays the guest, wired frame to frame to a Stack.

@@ -53,7 +53,9 @@ type Stack struct {
 	closed bool
 	flows  int
 	conns  map[io.Closer]struct{}
-	wg     sync.WaitGroup // flow goroutines and the frame pump
+	wg     sync.WaitGroup // flow goroutines, published-port loops and the frame pump
+
+	published []*publishedPort // set by Start; see ports.go
 
 	closeOnce sync.Once
 }
@@ -70,6 +72,10 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MAC[0]&1 != 0 {
 		return nil, fmt.Errorf("%w: MAC %x is multicast", ErrConfig, cfg.MAC)
 	}
+	if err := validatePorts(cfg.Ports); err != nil {
+		return nil, err
+	}
+	cfg.Ports = append([]Port(nil), cfg.Ports...)
 	cfg.setDefaults()
 	s := &Stack{cfg: cfg, conns: make(map[io.Closer]struct{})}
 	s.pins = newPinTable(cfg.MaxPins, cfg.Now)
@@ -167,6 +173,10 @@ func (s *Stack) Start() error {
 	s.running.Store(true)
 	s.mu.Unlock()
 	go s.pump()
+	if err := s.publish(); err != nil {
+		s.Close()
+		return err
+	}
 	return nil
 }
 

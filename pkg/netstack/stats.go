@@ -14,7 +14,12 @@ type Stats struct {
 	TCPFlows, UDPFlows uint64 // flows re-originated on the host
 	DeniedFlows        uint64 // flows the policy refused
 	RefusedFlows       uint64 // flows refused because of MaxFlows, a closed stack or a failed dial
-	// Payload bytes relayed by allowed flows (DNS excluded).
+	// Published ports: TCP connections and UDP peer sessions forwarded to
+	// the guest, and those the ingress policy refused. Ingress flows that
+	// hit MaxFlows or find no guest listener count in RefusedFlows.
+	IngressTCP, IngressUDP, IngressDenied uint64
+	// Payload bytes relayed by allowed flows (DNS excluded), published
+	// ports included.
 	PayloadFromGuest, PayloadToGuest uint64
 
 	DNSQueries   uint64 // queries parsed
@@ -30,6 +35,8 @@ type counters struct {
 	tcpFlows, udpFlows               atomic.Uint64
 	deniedFlows, refusedFlows        atomic.Uint64
 	payloadFromGuest, payloadToGuest atomic.Uint64
+	ingressTCP, ingressUDP           atomic.Uint64
+	ingressDenied                    atomic.Uint64
 	dnsQueries, dnsDenied            atomic.Uint64
 	dnsRebinding, dnsErrors          atomic.Uint64
 }
@@ -43,6 +50,8 @@ func (s *Stack) Stats() Stats {
 		FramesDropped: c.framesDropped.Load(),
 		TCPFlows:      c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(),
 		DeniedFlows: c.deniedFlows.Load(), RefusedFlows: c.refusedFlows.Load(),
+		IngressTCP: c.ingressTCP.Load(), IngressUDP: c.ingressUDP.Load(),
+		IngressDenied:    c.ingressDenied.Load(),
 		PayloadFromGuest: c.payloadFromGuest.Load(), PayloadToGuest: c.payloadToGuest.Load(),
 		DNSQueries: c.dnsQueries.Load(), DNSDenied: c.dnsDenied.Load(),
 		DNSRebinding: c.dnsRebinding.Load(), DNSErrors: c.dnsErrors.Load(),

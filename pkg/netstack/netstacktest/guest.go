@@ -157,6 +157,20 @@ func (g *Guest) DialUDP(dst netip.AddrPort) (net.Conn, error) {
 	return gonet.DialUDP(g.ns, nil, &fa, proto)
 }
 
+// ListenTCP listens on the guest's Guest4:port, as a guest service behind a
+// published port would.
+func (g *Guest) ListenTCP(port uint16) (net.Listener, error) {
+	fa, proto := full(netip.AddrPortFrom(netstack.Guest4, port))
+	return gonet.ListenTCP(g.ns, fa, proto)
+}
+
+// ListenUDP binds a guest UDP socket on Guest4:port; it reads and writes
+// with ReadFrom and WriteTo.
+func (g *Guest) ListenUDP(port uint16) (net.PacketConn, error) {
+	fa, proto := full(netip.AddrPortFrom(netstack.Guest4, port))
+	return gonet.DialUDP(g.ns, &fa, nil, proto)
+}
+
 // Connect builds a netstack.Stack from cfg (its WriteFrame is replaced),
 // wires a new Guest to it, starts both and closes both when t ends.
 func Connect(t testing.TB, cfg netstack.Config) (*netstack.Stack, *Guest) {
