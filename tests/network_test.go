@@ -7,6 +7,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,11 +28,12 @@ import (
 // guestNIC wires a virtio-net device to a user-mode network stack, as the
 // sandbox process does: guest frames into the stack, stack frames into the
 // guest's rx queue.
-func guestNIC(t *testing.T, p *policy.Policy) (*netdev.Device, *netstack.Stack) {
+func guestNIC(t *testing.T, p *policy.Policy, ports ...netstack.Port) (*netdev.Device, *netstack.Stack) {
 	t.Helper()
 	var dev *netdev.Device
 	stack, err := netstack.New(netstack.Config{
 		Policy:      p,
+		Ports:       ports,
 		WriteFrame:  func(f []byte) { dev.Deliver(f) }, // a full rx queue drops; TCP retransmits
 		DNSServers:  []netip.AddrPort{},                // no upstream: only names the stack answers
 		DisableIPv6: true,
@@ -141,4 +143,42 @@ func TestNetworkPolicy(t *testing.T) {
 		c.Run(ctx, host.ExecConfig{Argv: []string{"kill", "-TERM", "1"}})
 		v.wait(vmtest.Scale(30 * time.Second))
 	})
+}
+
+// TestPublishedPort publishes guest port 8080 on the host's loopback and
+// reads what a guest process serves there.
+func TestPublishedPort(t *testing.T) {
+	vmtest.RequireKVM(t)
+	nic, stack := guestNIC(t, policy.Public(), netstack.Port{GuestPort: 8080})
+	v := startAgentVMOn(t, ownRootFile, &bootcfg.Config{Network: guestNetwork()}, nil, virtio.Device(nic))
+	ctx, cancel := context.WithTimeout(context.Background(), vmtest.Scale(60*time.Second))
+	defer cancel()
+	c := v.dial(ctx)
+	p, err := c.Exec(ctx, host.ExecConfig{Argv: []string{"sh", "-c", "echo published from the guest | nc -l -p 8080"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill(context.Background())
+	hostAddr := stack.PublishedPorts()[0].HostAddr
+	var got []byte
+	deadline := time.Now().Add(vmtest.Scale(10 * time.Second))
+	for time.Now().Before(deadline) {
+		conn, err := net.DialTimeout("tcp", hostAddr.String(), time.Second)
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(vmtest.Scale(5 * time.Second)))
+			got, _ = io.ReadAll(conn)
+			conn.Close()
+			if len(got) > 0 {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // nc may not listen yet
+	}
+	if string(got) != "published from the guest\n" {
+		t.Fatalf("read from %v = %q, want the guest's line; stack %+v", hostAddr, got, stack.Stats())
+	}
+	if err := c.Shutdown(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	v.wait(vmtest.Scale(30 * time.Second))
 }
