@@ -37,10 +37,10 @@ lint:
 unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
-e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/msb build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs build/busybox-oci.tar
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
-	  -file build/msb-agent -file build/test-root.erofs -file build/test-upper.ext4 \
-	  -file build/busybox-rootfs.erofs \
+	  -file build/msb-agent -file build/msb -file build/test-root.erofs -file build/test-upper.ext4 \
+	  -file build/busybox-rootfs.erofs -file build/busybox-oci.tar \
 	  build/e2e.test -test.v -test.count=1
 
 # Benchmarks print ratios against a peer measured in the same run, never
@@ -76,6 +76,10 @@ build/guestinit: FORCE
 build/msb-agent: FORCE
 	$(STATIC) $(GO) build -o $@ ./cmd/msb-agent
 
+# The CLI and sandbox process; static so that it also runs in the L1 VM.
+build/msb: FORCE
+	$(STATIC) $(GO) build -o $@ ./cmd/msb
+
 # The e2e tests' root image: busybox-static in EROFS (needs erofs-utils);
 # the script rebuilds it only when the package version or the script changes.
 build/test-root.erofs: FORCE
@@ -84,6 +88,11 @@ build/test-root.erofs: FORCE
 # The busybox test image through our own path: pkg/oci pull, pkg/rootfs EROFS.
 build/busybox-rootfs.erofs: FORCE
 	$(GO) run ./tests/mkrootfs -o $@
+
+# The busybox test image as an OCI layout in one tar: built on the host (it
+# needs apt), unpacked by the e2e tests inside the harness.
+build/busybox-oci.tar: FORCE
+	$(GO) run ./tests/mkoci -o $@
 
 # An empty ext4 disk for the agent's disk-backed root upper (e2fsprogs).
 build/test-upper.ext4:
