@@ -49,6 +49,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "l1init: %v\n", err)
 		return l1config.SetupFailed
 	}
+	tuneMemory()
 	if err := linkUp("lo"); err != nil {
 		fmt.Fprintf(os.Stderr, "l1init: %v\n", err)
 		return l1config.SetupFailed
@@ -94,6 +95,23 @@ func alive(done <-chan struct{}) {
 			return
 		case <-t.C:
 			os.Stdout.WriteString(line)
+		}
+	}
+}
+
+// tuneMemory keeps L1's memory management from moving the pages that back
+// guest RAM: with transparent huge pages, khugepaged and compaction migrate
+// them after a few VMs have come and gone, and under QEMU's emulated nested
+// paging an L2 guest then intermittently triple-faulted in the middle of
+// heavy I/O (never on a fresh L1). Best effort: a missing knob is skipped.
+func tuneMemory() {
+	for path, value := range map[string]string{
+		"/sys/kernel/mm/transparent_hugepage/enabled": "never",
+		"/sys/kernel/mm/transparent_hugepage/defrag":  "never",
+		"/proc/sys/vm/compact_unevictable_allowed":    "0",
+	} {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, "l1init: %s: %v\n", path, err)
 		}
 	}
 }

@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -44,11 +46,15 @@ func (f *fileList) Set(v string) error {
 
 func main() {
 	var (
-		cfg   vmtest.Config
-		files fileList
-		env   envList
-		mode  string
+		cfg     vmtest.Config
+		files   fileList
+		env     envList
+		mode    string
+		perTest bool
+		retries int
 	)
+	flag.IntVar(&retries, "retries", 0, "with -per-test: run a failed test again in a fresh VM up to this many times; every retry is reported")
+	flag.BoolVar(&perTest, "per-test", false, "run each top-level test of a Go test binary in a VM of its own (-test.run=^Name$), so one test's leftovers cannot disturb the next")
 	flag.Var(&env, "env", "`KEY=VALUE` for the test binary's environment (repeatable)")
 	flag.Var(&files, "file", "`SRC[:DST]` host file to place in the run directory (repeatable)")
 	flag.StringVar(&mode, "mode", "", "native or nested (default: $MSB_E2E_MODE, else detected)")
@@ -73,6 +79,9 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if perTest {
+		os.Exit(runPerTest(ctx, cfg, retries))
+	}
 	start := time.Now()
 	code, err := vmtest.Run(ctx, cfg)
 	if err != nil {
@@ -81,4 +90,72 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "vmtest: %s exited %d after %v\n", cfg.Binary, code, time.Since(start).Round(time.Millisecond))
 	os.Exit(code)
+}
+
+// runPerTest lists the binary's top-level tests (running it on the host
+// with -test.list, which needs no KVM) and runs each in a fresh VM, sharing
+// cfg.Timeout among them; a failed test runs again in a fresh VM up to
+// retries times, and each retry is printed so flakes stay visible. It
+// returns the first non-zero final status, after running every test, and
+// prints a summary.
+func runPerTest(ctx context.Context, cfg vmtest.Config, retries int) int {
+	bin, err := filepath.Abs(cfg.Binary)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmtest: %v\n", err)
+		return 1
+	}
+	out, err := exec.CommandContext(ctx, bin, "-test.list", ".").Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmtest: list the tests of %s: %v\n", cfg.Binary, err)
+		return 1
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Test") {
+			names = append(names, l)
+		}
+	}
+	if len(names) == 0 {
+		fmt.Fprintf(os.Stderr, "vmtest: %s lists no tests\n", cfg.Binary)
+		return 1
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		cfg.Timeout = 0
+	}
+	args := cfg.Args
+	first, failed, retried := 0, []string{}, []string{}
+	start := time.Now()
+	for _, name := range names {
+		cfg.Args = append(append([]string{}, args...), "-test.run=^"+name+"$")
+		code := 0
+		for try := 0; try <= retries; try++ {
+			if try > 0 {
+				fmt.Fprintf(os.Stderr, "vmtest: RETRY %d of %s in a fresh VM after exit %d (a flake to investigate)\n", try, name, code)
+				retried = append(retried, name)
+			}
+			t0 := time.Now()
+			var err error
+			code, err = vmtest.Run(ctx, cfg)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "vmtest: %s: %v\n", name, err)
+				code = 1
+			}
+			fmt.Fprintf(os.Stderr, "vmtest: %s exited %d after %v\n", name, code, time.Since(t0).Round(time.Millisecond))
+			if code == 0 || ctx.Err() != nil {
+				break
+			}
+		}
+		if code != 0 {
+			failed = append(failed, name)
+			if first == 0 {
+				first = code
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "vmtest: %d tests, %d failed %v, %d retried %v, after %v\n",
+		len(names), len(failed), failed, len(retried), retried, time.Since(start).Round(time.Millisecond))
+	return first
 }
