@@ -134,38 +134,17 @@ func (d *Device) process(index int) (irq virtio.Interrupt, signal, broken bool) 
 	if q == nil || index != 0 {
 		return nil, false, false
 	}
-	for served := 0; ; served++ {
-		if served == maxChainsPerNotify {
-			d.m.Overruns.Add(1)
-			break
-		}
-		c, err := q.Pop()
-		if err != nil {
-			var qe *virtio.QueueError
-			if errors.Is(err, virtio.ErrQueueBroken) || !errors.As(err, &qe) {
-				broken = true
-				break
-			}
-			d.m.BadChains.Add(1)
-			// The head is valid (QueueError.Head): give the chain back
-			// unused so the driver does not leak it.
-			if q.Push(qe.Head, 0) != nil {
-				broken = true
-				break
-			}
-			continue
-		}
-		if c == nil {
-			break
-		}
+	r := q.Drain(maxChainsPerNotify, func(c *virtio.Chain) uint32 {
 		n := fill(c.Writable())
 		d.m.Requests.Add(1)
 		d.m.Bytes.Add(uint64(n))
-		if q.Push(c.Head, n) != nil {
-			broken = true
-			break
-		}
+		return n
+	})
+	d.m.BadChains.Add(uint64(r.BadChains))
+	if r.Overrun {
+		d.m.Overruns.Add(1)
 	}
+	broken = r.Broken
 	if broken {
 		d.m.QueueBroken.Add(1)
 	}
