@@ -42,10 +42,11 @@ lint:
 unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
-e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/msb build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs build/busybox-oci.tar
+e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/msb build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs build/busybox-oci.tar \
+  build/python-oci.tar
 	build/vmtest -per-test -retries 1 -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  -file build/msb-agent -file build/msb -file build/test-root.erofs -file build/test-upper.ext4 \
-	  -file build/busybox-rootfs.erofs -file build/busybox-oci.tar \
+	  -file build/busybox-rootfs.erofs -file build/busybox-oci.tar -file build/python-oci.tar \
 	  build/e2e.test -test.v -test.count=1
 
 # Benchmarks print ratios against a peer measured in the same run, never
@@ -98,6 +99,12 @@ build/busybox-rootfs.erofs: FORCE
 # needs apt), unpacked by the e2e tests inside the harness.
 build/busybox-oci.tar: FORCE
 	$(GO) run ./tests/mkoci -o $@
+
+# The python test image (debootstrap --variant=minbase with python3-minimal;
+# needs root), the same way; cached by package versions, so a rebuild is
+# instant unless Debian moved.
+build/python-oci.tar: FORCE
+	$(GO) run ./tests/mkoci -image python -o $@
 
 # An empty ext4 disk for the agent's disk-backed root upper (e2fsprogs).
 build/test-upper.ext4:

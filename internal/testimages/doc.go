@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package testimages builds the OCI image layouts that tests pull: a
-// busybox image made from Debian's busybox-static package, and small
+// busybox image made from Debian's busybox-static package, a python image
+// (a minimal Debian with python3) made by debootstrap, and small
 // multi-layer images with whiteouts, opaque directories, hard links,
 // symlinks, a device node and a fifo for root filesystem conversion tests.
 //
@@ -13,10 +14,14 @@
 // in a directory named by a hash of its inputs (the builder version and,
 // for busybox, the SHA256 of the .deb apt would download).
 //
+// The python image is different: debootstrap --variant=minbase with
+// python3-minimal builds a Debian tree on disk, and PackTree packs it
+// with the owners and modes lstat reports, so it needs root; its cache key
+// is the package versions apt and dpkg report (see Python).
+//
 // Inputs: busybox needs apt-get and dpkg-deb and a configured Debian
-// archive (the only network the tests use); the other images need
-// nothing. A python image (debootstrap --variant=minbase plus python3) is
-// not built yet (TODO(#5)).
+// archive (the only network the tests use); python needs debootstrap,
+// root and the same archive; the other images need nothing.
 //
 // Goroutines: none. Functions may be called from parallel tests and
 // processes: a layout is built in a temporary directory and renamed into

@@ -32,6 +32,9 @@ type Entry struct {
 	Devmajor int64
 	Devminor int64
 	Xattrs   map[string]string
+	// ModTime is the entry's mtime; zero means Epoch. Trees packed from
+	// disk keep theirs so that Python's .pyc files stay valid.
+	ModTime time.Time
 }
 
 // Dir, File, Symlink, Hardlink and Whiteout make entries with common
@@ -90,6 +93,9 @@ func TarLayer(entries []Entry) ([]byte, error) {
 			Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Uid: e.UID, Gid: e.GID,
 			Linkname: e.Linkname, Devmajor: e.Devmajor, Devminor: e.Devminor,
 			ModTime: Epoch, Format: tar.FormatPAX,
+		}
+		if !e.ModTime.IsZero() {
+			h.ModTime = e.ModTime
 		}
 		if e.Type == tar.TypeReg {
 			h.Size = int64(len(e.Data))

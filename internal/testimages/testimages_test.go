@@ -3,6 +3,7 @@
 package testimages_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -14,8 +15,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	goerofs "github.com/erofs/go-erofs"
+	"golang.org/x/sys/unix"
 
 	"github.com/microsandbox-go/microsandbox/internal/testimages"
 	"github.com/microsandbox-go/microsandbox/pkg/oci"
@@ -209,5 +212,102 @@ func TestDeterministic(t *testing.T) {
 	ib, _ := os.ReadFile(filepath.Join(b, "index.json"))
 	if !bytes.Equal(ia, ib) {
 		t.Errorf("index.json differs between builds:\n%s\n%s", ia, ib)
+	}
+}
+
+// TestPackTree packs a tree with every kind of entry PackTree keeps and
+// checks the entries lstat-level facts survive.
+func TestPackTree(t *testing.T) {
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(filepath.Join(root, "d"), 0o755))
+	must(unix.Chmod(filepath.Join(root, "d"), 0o2775))
+	must(os.WriteFile(filepath.Join(root, "d", "f"), []byte("data"), 0o644))
+	must(unix.Chmod(filepath.Join(root, "d", "f"), 0o4750))
+	must(os.Link(filepath.Join(root, "d", "f"), filepath.Join(root, "d", "g")))
+	must(os.Symlink("../outside", filepath.Join(root, "d", "l")))
+	must(unix.Mkfifo(filepath.Join(root, "p"), 0o600))
+	mtime := time.Date(2020, 2, 3, 4, 5, 6, 0, time.UTC)
+	must(os.Chtimes(filepath.Join(root, "d", "f"), mtime, mtime))
+
+	entries, err := testimages.PackTree(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]testimages.Entry{}
+	var names []string
+	for _, e := range entries {
+		got[e.Name] = e
+		names = append(names, e.Name)
+	}
+	if want := []string{"d", "d/f", "d/g", "d/l", "p"}; !slices.Equal(names, want) {
+		t.Fatalf("names = %q, want %q", names, want)
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	for _, c := range []struct {
+		name     string
+		typ      byte
+		mode     int64
+		linkname string
+	}{
+		{"d", tar.TypeDir, 0o2775, ""},
+		{"d/f", tar.TypeReg, 0o4750, ""},
+		{"d/g", tar.TypeLink, 0o4750, "d/f"},
+		{"d/l", tar.TypeSymlink, 0o777, "../outside"},
+		{"p", tar.TypeFifo, 0o600, ""},
+	} {
+		e := got[c.name]
+		if e.Type != c.typ || e.Mode != c.mode || e.Linkname != c.linkname || e.UID != uid || e.GID != gid {
+			t.Errorf("%s = type %c mode %o link %q owner %d:%d; want %c %o %q %d:%d",
+				c.name, e.Type, e.Mode, e.Linkname, e.UID, e.GID, c.typ, c.mode, c.linkname, uid, gid)
+		}
+	}
+	if f := got["d/f"]; string(f.Data) != "data" || !f.ModTime.Equal(mtime) {
+		t.Errorf("d/f data %q mtime %v; want \"data\" %v", f.Data, f.ModTime, mtime)
+	}
+	if len(got["d/g"].Data) != 0 {
+		t.Errorf("hard link d/g carries %d bytes", len(got["d/g"].Data))
+	}
+}
+
+// TestPythonImage builds the python image (debootstrap: root and about a
+// minute the first time, cached after) and converts it.
+func TestPythonImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("debootstrap downloads a Debian base system")
+	}
+	l, err := testimages.Python(context.Background())
+	if errors.Is(err, testimages.ErrToolMissing) {
+		t.Skipf("python test image: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := newStore(t).Pull(context.Background(), l.Ref("python"), oci.PullOptions{})
+	if err != nil {
+		t.Fatalf("Pull = %v", err)
+	}
+	if got := im.Config().Cmd; !slices.Equal(got, []string{"python3"}) {
+		t.Errorf("Config().Cmd = %q", got)
+	}
+	fsys := build(t, im)
+	if target, err := fsys.(fs.ReadLinkFS).ReadLink("usr/bin/python3"); err != nil || !strings.HasPrefix(target, "python3.") {
+		t.Errorf("usr/bin/python3 -> %q, %v; want python3.x", target, err)
+	}
+	for _, p := range []string{"usr/bin/python3.11", "bin/sh", "usr/lib/python3.11/os.py", "etc/passwd"} {
+		if _, err := fs.Stat(fsys, p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	// The trimmed directories stay, empty.
+	for _, d := range []string{"var/cache/apt", "var/lib/apt/lists", "usr/share/doc"} {
+		if des, err := fs.ReadDir(fsys, d); err != nil || len(des) != 0 {
+			t.Errorf("%s: %d entries, %v; want an empty directory", d, len(des), err)
+		}
 	}
 }

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Command mkoci writes the busybox test image (internal/testimages) as an
-// OCI image layout packed in one tar file, so that the e2e tests get it
-// inside the harness, where there is no apt to build it. The image is
-// named "busybox" in the layout.
+// Command mkoci writes a test image of internal/testimages as an OCI image
+// layout packed in one tar file, so that the e2e tests get it inside the
+// harness, where there is no apt or debootstrap to build it. The image has
+// the name of the -image flag in the layout: "busybox" (the default) or
+// "python" (debootstrap; needs root).
 //
 //	mkoci -o build/busybox-oci.tar
+//	mkoci -image python -o build/python-oci.tar
 package main
 
 import (
@@ -25,17 +27,28 @@ import (
 
 func main() {
 	out := flag.String("o", "busybox-oci.tar", "output tar file")
+	image := flag.String("image", "busybox", "image to write: busybox or python")
 	flag.Parse()
+	build, ok := builders[*image]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "mkoci: unknown -image %q (busybox or python)\n", *image)
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := run(ctx, *out); err != nil {
+	if err := run(ctx, build, *out); err != nil {
 		fmt.Fprintf(os.Stderr, "mkoci: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, out string) (err error) {
-	layout, err := testimages.Busybox(ctx)
+var builders = map[string]func(context.Context) (testimages.Layout, error){
+	"busybox": testimages.Busybox,
+	"python":  testimages.Python,
+}
+
+func run(ctx context.Context, build func(context.Context) (testimages.Layout, error), out string) (err error) {
+	layout, err := build(ctx)
 	if err != nil {
 		return err
 	}
