@@ -87,6 +87,10 @@ func runInit() {
 	if err := in.mounts.run(rootPlan(cfg)); err != nil {
 		in.fail(bootcfg.StatusRootFailed, fmt.Errorf("root: %w", err))
 	}
+	payloads, err := openPatchDir(cfg)
+	if err != nil {
+		in.fail(bootcfg.StatusPatchFailed, err)
+	}
 	// Free the initramfs copies nothing needs any more: the agent runs
 	// on (and re-executes itself) through /proc/self/exe, and the
 	// configuration was read.
@@ -100,6 +104,16 @@ func runInit() {
 	}
 	in.mounts.rebase(newRoot)
 	in.switched = true
+	// Patches go into the root's writable layer before the configured
+	// mounts (they patch the image, not volumes) and before the server
+	// runs anything.
+	if err := applyPatches("/", cfg.Patches, payloads); err != nil {
+		in.fail(bootcfg.StatusPatchFailed, err)
+	}
+	if payloads != nil {
+		payloads.Close()
+	}
+	cfg.Patches = nil // the server has no use for them
 	if err := setupGuest(cfg, &in.mounts); err != nil {
 		in.fail(bootcfg.StatusSetupFailed, err)
 	}

@@ -50,6 +50,9 @@ const (
 	StatusAgentFailed Status = 4
 	// StatusInternal: the agent hit a bug (a recovered panic).
 	StatusInternal Status = 5
+	// StatusPatchFailed: a root filesystem patch (Config.Patches) could
+	// not be applied; the console names it.
+	StatusPatchFailed Status = 6
 )
 
 func (s Status) String() string {
@@ -66,6 +69,8 @@ func (s Status) String() string {
 		return "agent server failed"
 	case StatusInternal:
 		return "agent internal error"
+	case StatusPatchFailed:
+		return "root filesystem patch failed"
 	}
 	return fmt.Sprintf("status %d", uint8(s))
 }
@@ -126,6 +131,9 @@ type Config struct {
 	// StopGraceMS is how long processes get between SIGTERM and SIGKILL at
 	// shutdown, in milliseconds; zero means DefaultStopGraceMS.
 	StopGraceMS int `json:"stop_grace_ms,omitempty"`
+	// Patches change the root filesystem before anything runs, in order
+	// (see Patch); their payloads travel in PatchDir.
+	Patches []Patch `json:"patches,omitempty"`
 }
 
 // Root is the root filesystem: a read-only lower image joined with a
@@ -333,6 +341,14 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Network; n != nil {
 		errs = append(errs, validateNetwork(n)...)
+	}
+	data := map[string]bool{}
+	for i, p := range c.Patches {
+		errs = append(errs, validatePatch(i, p)...)
+		if p.Data != "" && data[p.Data] {
+			bad("patches[%d]: data %q is used twice", i, p.Data)
+		}
+		data[p.Data] = true
 	}
 	return errors.Join(errs...)
 }
