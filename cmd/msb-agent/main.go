@@ -9,7 +9,9 @@
 //   - init (PID 1) mounts the system filesystems, reads the boot
 //     configuration (package bootcfg, at bootcfg.Path), assembles the root
 //     (read-only image + writable upper joined by overlayfs), switches into
-//     it, sets the host name, /etc/hosts, /etc/resolv.conf and the network,
+//     it, applies the configuration's root filesystem patches (a failing
+//     one ends the boot with its name on the console), sets the host name,
+//     /etc/hosts, /etc/resolv.conf and the network,
 //     then starts the server and reaps every child it gets (wait4(-1)):
 //     the server and every orphan re-parented to it. SIGTERM, SIGPWR,
 //     SIGUSR1 and SIGUSR2 (busybox halt/poweroff) power the machine off;

@@ -7,7 +7,9 @@
 // per-sandbox initramfs holding the agent and the configuration.
 //
 // The configuration travels as JSON in the file Path of the per-sandbox
-// initramfs. It describes the machine, never credentials: secrets (API keys,
+// initramfs; the payloads of root filesystem patches (file contents)
+// travel beside it as files in PatchDir rather than inside the JSON. It
+// describes the machine, never credentials: secrets (API keys,
 // tokens, registry passwords) never go into it. The initramfs is written to
 // the host's sandbox state and lies in guest RAM; the agent deletes the file
 // once read, but its bytes may linger in freed guest pages, and the base
