@@ -54,6 +54,9 @@ type Config struct {
 	// Detached lets the sandbox outlive its creating process; otherwise
 	// the sandbox stops when the creator dies.
 	Detached bool `json:"detached,omitempty"`
+	// Patches change the root filesystem before anything runs, in order
+	// (see Patch).
+	Patches []Patch `json:"patches,omitempty"`
 }
 
 func validName(s string) bool {
@@ -136,6 +139,7 @@ func (c *Config) Validate() error {
 	if c.Hostname != "" && !validHostname(c.Hostname) {
 		bad("hostname %q: want an RFC 1123 name of 1 to %d bytes", c.Hostname, MaxHostnameLen)
 	}
+	errs = append(errs, validatePatches(c.Patches)...)
 	return errors.Join(errs...)
 }
 

@@ -75,6 +75,9 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 		return nil, err
 	}
 	boot := bootConfig(cfg, im.Config())
+	if boot.Patches, err = bootPatches(cfg.Patches, cfg.MemoryMiB); err != nil {
+		return nil, err
+	}
 	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
 		return nil, err
 	}
