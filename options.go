@@ -16,6 +16,8 @@ type SandboxConfig struct {
 	User      string
 	Hostname  string
 	Detached  bool
+	// Patches are applied to the root filesystem in order (WithPatches).
+	Patches []PatchConfig
 }
 
 // SandboxOption sets fields of a SandboxConfig. Options only set fields;

@@ -29,6 +29,7 @@ func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sa
 		Name: cfg.Name, Image: cfg.Image, MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs,
 		Env: cfg.Env, Workdir: cfg.Workdir, User: cfg.User, Hostname: cfg.Hostname,
 		Detached: cfg.Detached,
+		Patches:  sandboxPatches(cfg.Patches),
 	})
 	if err != nil {
 		return nil, wrap(err)
