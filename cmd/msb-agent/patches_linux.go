@@ -42,7 +42,7 @@ func applyPatches(root string, patches []bootcfg.Patch, payloads *os.File) error
 	for _, p := range patches {
 		p.Path = filepath.Join(root, p.Path)
 		if err := applyPatch(p, payloads); err != nil {
-			return fmt.Errorf("patch %s: %w", p, err)
+			return fmt.Errorf("%s: %w", p, err)
 		}
 		if p.Data != "" {
 			unix.Unlinkat(int(payloads.Fd()), p.Data, 0)

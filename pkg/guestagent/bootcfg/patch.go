@@ -62,12 +62,12 @@ type Patch struct {
 	From string `json:"from,omitempty"`
 }
 
-// String names p for messages: From, else the operation and path.
+// String names p for messages: From, else "patch (op path)".
 func (p Patch) String() string {
 	if p.From != "" {
 		return p.From
 	}
-	return p.Op + " " + p.Path
+	return "patch (" + p.Op + " " + p.Path + ")"
 }
 
 // ValidPatchPath reports whether p may be a patch's path: absolute, clean
@@ -88,7 +88,7 @@ func ValidPatchPath(p string) bool {
 func validatePatch(i int, p Patch) []error {
 	var errs []error
 	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: patches[%d] (%s): "+format, append([]any{ErrInvalid, i, p}, args...)...))
+		errs = append(errs, fmt.Errorf("%w: patches[%d] (%s %s): "+format, append([]any{ErrInvalid, i, p.Op, p.Path}, args...)...))
 	}
 	if !ValidPatchPath(p.Path) {
 		bad("path %q is not a clean absolute path other than / outside /proc, /sys and /dev", p.Path)

@@ -30,7 +30,7 @@ func TestParsePatches(t *testing.T) {
 	if got := c.Patches[0].String(); got != "patch 0 (text /etc/a)" {
 		t.Errorf("String() = %q, want From", got)
 	}
-	if got := c.Patches[3].String(); got != "remove /var/cache" {
+	if got := c.Patches[3].String(); got != "patch (remove /var/cache)" {
 		t.Errorf("String() without From = %q", got)
 	}
 }
