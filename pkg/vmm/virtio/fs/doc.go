@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// Package fs provides a virtio file system device (virtio-fs) that shares
+// one host directory with the guest, served in Go by package fuse.
+//
+// What it owns: the device model (device ID 26, the configuration space of
+// virtio 1.2 §5.11.4 with the mount tag and the number of request queues,
+// one hiprio queue and 1 to MaxRequestQueues request queues) and moving
+// each request's bytes from a descriptor chain to the FUSE server and the
+// reply back. It owns the server it creates from Config.Share and closes
+// it with the device. What it must not touch: any host file outside the
+// shared directory (package fuse confines every access beneath it), the
+// transport (it sees only queues, guest memory through them, and an
+// Interrupt), and the sandbox's wiring: pkg/sandbox decides what to share,
+// under which tag and whether read-only.
+//
+// Why virtio-fs and not virtio-9p: Linux's virtiofs driver speaks FUSE
+// directly over the virtqueue, so the guest kernel's mature FUSE client
+// (page cache, readdirplus, attribute and entry caching with timeouts the
+// server chooses, and DAX windows as a later option) does the guest-side
+// work, and the host needs only a FUSE server, which is small and
+// testable without a VM. 9p2000.L's Linux client spends separate round
+// trips on walk, getattr and open where FUSE answers a LOOKUP with the
+// attributes (and READDIRPLUS returns them for a whole directory), and it
+// splits every transfer at msize (128 KiB by default in current Linux,
+// 8 KiB before 5.15) where this server takes 1 MiB READs and WRITEs; its
+// cache modes trade coherence for speed more bluntly than FUSE's
+// timeouts. The
+// guest-side comparison (virtio-fs against 9p on the same share, measured
+// in the nested VM) is pending: the host-side benchmarks in package fuse
+// compare the server with direct syscalls only.
+//
+// Trust boundary: chains are walked by [virtio.Queue], which checks them
+// against guest RAM. The device copies at most fuse.MaxRequestSize bytes
+// of each request before the server parses it, so the guest cannot change
+// a request while it is checked, and caps the reply to the chain's
+// writable space; everything inside the request is checked by package
+// fuse. A chain with no writable space gets no reply (FORGET is such a
+// request, on the hiprio queue). Bad chains are returned unused and
+// counted; a broken queue sets DEVICE_NEEDS_RESET. One notification serves
+// at most maxChainsPerNotify chains. Nothing the guest sends panics the
+// device.
+//
+// Goroutines: none. Requests are served synchronously inside QueueNotify,
+// one at a time under the device's mutex, so Reset and Close wait for a
+// request in progress. Interrupts are signalled after the mutex is
+// released. The 2 MiB of request and reply buffers are allocated on the
+// first request.
+//
+// Testing: go test ./pkg/vmm/virtio/fs/... drives the device through the
+// virtio-mmio transport with the fake guest of package virtiotest (INIT,
+// LOOKUP, READ, FORGET on the hiprio queue, malformed chains); package
+// fuse tests the server as a hostile client. A guest end-to-end mount
+// (mount -t virtiofs) is not yet part of the e2e tests.
+package fs
