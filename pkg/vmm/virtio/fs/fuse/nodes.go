@@ -177,5 +177,3 @@ func (t *handleTable) closeAll() {
 	}
 	t.byID = make(map[uint64]*handle)
 }
-
-func (t *handleTable) len() int { return len(t.byID) }
