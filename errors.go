@@ -6,9 +6,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent"
 	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
+
+// isRemote reports a failure the guest reported for a file operation.
+func isRemote(err error) bool {
+	var re *guestagent.RemoteError
+	return errors.As(err, &re)
+}
 
 // ErrorKind classifies an *Error. An ErrorKind is itself an error, so
 // errors.Is(err, ErrSandboxNotFound) matches an *Error of that kind.
@@ -31,6 +39,16 @@ const (
 	ErrInvalidHandle
 	ErrCancelled
 	ErrInternal
+	ErrFilesystem
+	ErrPathNotFound
+	ErrNoDefaultCommand
+	ErrMetricsUnavailable
+	ErrVolumeNotFound
+	ErrVolumeAlreadyExists
+	ErrImageInUse
+	ErrPatchFailed
+	ErrUnsupportedOperation
+	ErrLibraryNotLoaded
 )
 
 var kindNames = [...]string{
@@ -49,7 +67,21 @@ var kindNames = [...]string{
 	ErrInvalidHandle:        "InvalidHandle",
 	ErrCancelled:            "Cancelled",
 	ErrInternal:             "Internal",
+	ErrFilesystem:           "Filesystem",
+	ErrPathNotFound:         "PathNotFound",
+	ErrNoDefaultCommand:     "NoDefaultCommand",
+	ErrMetricsUnavailable:   "MetricsUnavailable",
+	ErrVolumeNotFound:       "VolumeNotFound",
+	ErrVolumeAlreadyExists:  "VolumeAlreadyExists",
+	ErrImageInUse:           "ImageInUse",
+	ErrPatchFailed:          "PatchFailed",
+	ErrUnsupportedOperation: "UnsupportedOperation",
+	ErrLibraryNotLoaded:     "LibraryNotLoaded",
 }
+
+// ErrPathEscape reports a host path (CopyToHost, CopyFromHost, a bind
+// mount) or guest path that leaves the directory it must stay in.
+var ErrPathEscape = errors.New("microsandbox: path escapes its root")
 
 // String returns the kind's name.
 func (k ErrorKind) String() string {
@@ -83,16 +115,22 @@ func (e *Error) Error() string {
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Cause }
 
-// Is reports whether target is e's kind.
+// Is reports whether target is e's kind. A file system error about a
+// missing path is also ErrPathNotFound.
 func (e *Error) Is(target error) bool {
 	k, ok := target.(ErrorKind)
-	return ok && k == e.Kind
+	if !ok {
+		return false
+	}
+	if k == ErrPathNotFound && e.Kind == ErrFilesystem {
+		return errors.Is(e.Cause, fs.ErrNotExist)
+	}
+	return k == e.Kind
 }
 
-// IsKind reports whether err is or wraps an *Error of kind.
+// IsKind reports whether err is or wraps an *Error of kind (see Is).
 func IsKind(err error, kind ErrorKind) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Kind == kind
+	return errors.Is(err, kind)
 }
 
 // wrap maps an error from below to *Error once, at the package boundary.
@@ -122,8 +160,14 @@ func wrap(err error) error {
 		kind = ErrInvalidHandle
 	case errors.Is(err, sandbox.ErrImage):
 		kind = ErrImagePullFailed
+	case errors.Is(err, guestagent.ErrTimeout):
+		kind = ErrExecTimeout
 	case errors.Is(err, sandbox.ErrSpawn):
 		kind = ErrExecFailed
+	case errors.Is(err, sandbox.ErrMetricsUnavailable):
+		kind = ErrMetricsUnavailable
+	case isRemote(err):
+		kind = ErrFilesystem
 	}
 	return &Error{Kind: kind, Message: err.Error(), Cause: err}
 }

@@ -16,6 +16,30 @@ type SandboxConfig struct {
 	User      string
 	Hostname  string
 	Detached  bool
+	// Labels are merged across WithLabels and WithLabel calls.
+	Labels map[string]string
+	// Shell is the interactive shell (AttachShell); "" means /bin/sh.
+	Shell string
+	// Entrypoint and Cmd replace the image's for ExecDefault; CmdSet
+	// records a WithCmd call (with no arguments it clears the image's).
+	Entrypoint []string
+	Cmd        []string
+	CmdSet     bool
+	// Network is the network configuration; nil means the public profile.
+	Network *NetworkConfig
+	// Ports (host → guest, TCP), PortsUDP and PortBindings publish guest
+	// ports on the host.
+	Ports        map[uint16]uint16
+	PortsUDP     map[uint16]uint16
+	PortBindings []PortBinding
+	// Replace and ReplaceWithTimeout replace an existing sandbox of the
+	// same name.
+	Replace            bool
+	ReplaceWithTimeout *time.Duration
+	// MaxDuration stops the sandbox that long after boot; zero: never.
+	MaxDuration time.Duration
+	// Ephemeral removes the sandbox's record once it stopped.
+	Ephemeral bool
 	// Patches are applied to the root filesystem in order (WithPatches).
 	Patches []PatchConfig
 }
@@ -64,13 +88,110 @@ func WithHostname(name string) SandboxOption { return func(c *SandboxConfig) { c
 // the sandbox stops when its creator exits.
 func WithDetached() SandboxOption { return func(c *SandboxConfig) { c.Detached = true } }
 
+// WithLabels merges labels into the sandbox's labels (later keys win).
+// Keys may not be empty nor start with "sandbox.", "microsandbox." or
+// "service.".
+func WithLabels(labels map[string]string) SandboxOption {
+	return func(c *SandboxConfig) {
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		for k, v := range labels {
+			c.Labels[k] = v
+		}
+	}
+}
+
+// WithLabel sets one label.
+func WithLabel(key, value string) SandboxOption {
+	return WithLabels(map[string]string{key: value})
+}
+
+// WithShell sets the shell AttachShell runs; default /bin/sh. (Shell and
+// ShellStream always use /bin/sh -c, as upstream's Go SDK does.)
+func WithShell(path string) SandboxOption { return func(c *SandboxConfig) { c.Shell = path } }
+
+// WithEntrypoint replaces the image's entrypoint for ExecDefault.
+func WithEntrypoint(cmd ...string) SandboxOption {
+	return func(c *SandboxConfig) { c.Entrypoint = append([]string{}, cmd...) }
+}
+
+// WithCmd replaces the image's cmd for ExecDefault; with no arguments it
+// clears it.
+func WithCmd(cmd ...string) SandboxOption {
+	return func(c *SandboxConfig) { c.Cmd, c.CmdSet = append([]string{}, cmd...), true }
+}
+
+// WithReplace replaces an existing sandbox of the same name: a running one
+// gets SIGTERM, then SIGKILL after 10 seconds, and its record is removed.
+func WithReplace() SandboxOption { return func(c *SandboxConfig) { c.Replace = true } }
+
+// WithReplaceWithTimeout is WithReplace with d (rounded up to a
+// millisecond) between SIGTERM and SIGKILL; zero kills at once.
+func WithReplaceWithTimeout(d time.Duration) SandboxOption {
+	return func(c *SandboxConfig) {
+		d = ceilDuration(d, time.Millisecond)
+		c.Replace, c.ReplaceWithTimeout = true, &d
+	}
+}
+
+// WithMaxDuration stops the sandbox d (rounded up to a second) after it
+// booted; zero means no limit.
+func WithMaxDuration(d time.Duration) SandboxOption {
+	return func(c *SandboxConfig) { c.MaxDuration = ceilDuration(d, time.Second) }
+}
+
+// WithEphemeral removes the sandbox's record and files once it stopped.
+func WithEphemeral(on bool) SandboxOption { return func(c *SandboxConfig) { c.Ephemeral = on } }
+
+// WithPorts publishes guest TCP ports on the host: host port → guest port,
+// bound to 127.0.0.1. Repeated calls merge.
+func WithPorts(ports map[uint16]uint16) SandboxOption {
+	return func(c *SandboxConfig) {
+		if c.Ports == nil {
+			c.Ports = map[uint16]uint16{}
+		}
+		for h, g := range ports {
+			c.Ports[h] = g
+		}
+	}
+}
+
+// WithPortsUDP is WithPorts for UDP.
+func WithPortsUDP(ports map[uint16]uint16) SandboxOption {
+	return func(c *SandboxConfig) {
+		if c.PortsUDP == nil {
+			c.PortsUDP = map[uint16]uint16{}
+		}
+		for h, g := range ports {
+			c.PortsUDP[h] = g
+		}
+	}
+}
+
+// WithPortBindings publishes ports with explicit bind addresses and
+// protocols. Repeated calls append.
+func WithPortBindings(b ...PortBinding) SandboxOption {
+	return func(c *SandboxConfig) { c.PortBindings = append(c.PortBindings, b...) }
+}
+
+// ceilDuration rounds a positive d up to a multiple of unit.
+func ceilDuration(d, unit time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return (d + unit - 1).Truncate(unit)
+}
+
 // ExecConfig is the configuration Exec assembles from its options.
 type ExecConfig struct {
-	Cwd     string
-	Env     map[string]string
-	User    string
-	Timeout time.Duration
-	Stdin   []byte
+	Cwd       string
+	Env       map[string]string
+	User      string
+	Timeout   time.Duration
+	Stdin     []byte
+	StdinPipe bool
+	TTY       bool
 }
 
 // ExecOption sets fields of an ExecConfig.
@@ -101,13 +222,18 @@ func WithExecUser(user string) ExecOption { return func(c *ExecConfig) { c.User 
 // ErrExecTimeout.
 func WithExecTimeout(d time.Duration) ExecOption {
 	return func(c *ExecConfig) {
-		if d > 0 {
-			d = (d + time.Second - 1).Truncate(time.Second)
-		}
-		c.Timeout = d
+		c.Timeout = ceilDuration(d, time.Second)
 	}
 }
 
 // WithExecStdin sends b as the command's standard input; default
 // /dev/null. (A pure-Go addition: upstream's collected Exec has no stdin.)
 func WithExecStdin(b []byte) ExecOption { return func(c *ExecConfig) { c.Stdin = b } }
+
+// WithExecStdinPipe gives a streamed command a stdin pipe: take it with
+// ExecHandle.TakeStdin.
+func WithExecStdinPipe() ExecOption { return func(c *ExecConfig) { c.StdinPipe = true } }
+
+// WithExecTTY runs the command on a pseudo-terminal (24×80 at first;
+// stderr merged into stdout).
+func WithExecTTY(on bool) ExecOption { return func(c *ExecConfig) { c.TTY = on } }

@@ -5,39 +5,93 @@ package microsandbox
 import (
 	"context"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
 
-// Sandbox is a running sandbox created by this process. It is safe for
+// Sandbox is a live handle on a running sandbox: the one CreateSandbox or
+// StartSandbox returned, or one SandboxHandle.Connect made. It is safe for
 // concurrent use.
 type Sandbox struct {
 	sb *sandbox.Sandbox
+
+	mu     sync.Mutex
+	closed bool
 }
 
 // CreateSandbox creates the sandbox name from opts, boots it and returns
 // once it accepts commands. ctx bounds the creation only. Problems with the
 // configuration are reported together as ErrInvalidConfig; an existing
-// sandbox of the same name is ErrSandboxAlreadyExists.
+// sandbox of the same name is ErrSandboxAlreadyExists unless WithReplace.
+//
+// Unless WithDetached, the returned handle owns the sandbox: Close, or the
+// end of this process, stops it (its record stays for StartSandbox).
 func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sandbox, error) {
 	cfg := SandboxConfig{Name: name}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	sb, err := sandbox.Create(ctx, sandbox.DefaultRuntime(), sandbox.Config{
-		Name: cfg.Name, Image: cfg.Image, MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs,
-		Env: cfg.Env, Workdir: cfg.Workdir, User: cfg.User, Hostname: cfg.Hostname,
-		Detached: cfg.Detached,
-		Patches:  sandboxPatches(cfg.Patches),
-	})
+	sc, err := cfg.sandboxConfig()
+	if err != nil {
+		return nil, err
+	}
+	var copts []sandbox.CreateOption
+	if cfg.Replace {
+		timeout := sandbox.DefaultStopTimeout
+		if cfg.ReplaceWithTimeout != nil {
+			timeout = *cfg.ReplaceWithTimeout
+		}
+		copts = append(copts, sandbox.WithReplace(timeout))
+	}
+	sb, err := sandbox.Create(ctx, sandbox.DefaultRuntime(), sc, copts...)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	return &Sandbox{sb: sb}, nil
 }
 
-// RemoveSandbox deletes the record of a stopped or crashed sandbox.
+// sandboxConfig converts c for pkg/sandbox.
+func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
+	net, err := sandboxNetwork(c)
+	if err != nil {
+		return sandbox.Config{}, err
+	}
+	sc := sandbox.Config{
+		Name: c.Name, Image: c.Image, MemoryMiB: c.MemoryMiB, CPUs: c.CPUs,
+		Env: c.Env, Workdir: c.Workdir, User: c.User, Hostname: c.Hostname,
+		Detached: c.Detached, Labels: c.Labels, Network: net,
+		Patches:    sandboxPatches(c.Patches),
+		Entrypoint: c.Entrypoint, MaxDuration: c.MaxDuration, Ephemeral: c.Ephemeral,
+	}
+	if c.CmdSet {
+		sc.Cmd = append([]string{}, c.Cmd...)
+	}
+	return sc, nil
+}
+
+// StartSandbox boots the stopped sandbox name again; the handle owns it as
+// CreateSandbox's does. A running sandbox is ErrSandboxStillRunning.
+func StartSandbox(ctx context.Context, name string) (*Sandbox, error) {
+	return startSandbox(ctx, name, true)
+}
+
+// StartSandboxDetached boots the stopped sandbox name again, detached.
+func StartSandboxDetached(ctx context.Context, name string) (*Sandbox, error) {
+	return startSandbox(ctx, name, false)
+}
+
+func startSandbox(ctx context.Context, name string, attached bool) (*Sandbox, error) {
+	sb, err := sandbox.Start(ctx, sandbox.DefaultRuntime(), name, attached)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &Sandbox{sb: sb}, nil
+}
+
+// RemoveSandbox deletes the record of a stopped or crashed sandbox; a
+// running one is ErrSandboxStillRunning.
 func RemoveSandbox(ctx context.Context, name string) error {
 	if err := ctx.Err(); err != nil {
 		return wrap(err)
@@ -48,26 +102,31 @@ func RemoveSandbox(ctx context.Context, name string) error {
 // Name returns the sandbox's name.
 func (s *Sandbox) Name() string { return s.sb.Name() }
 
+// check fails with ErrInvalidHandle after Close and ErrCancelled when ctx
+// ended.
+func (s *Sandbox) check(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return &Error{Kind: ErrInvalidHandle, Message: "sandbox handle " + s.sb.Name() + " is closed"}
+	}
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
 // Exec runs cmd with args in the sandbox and collects its output. A
 // non-zero exit is a result (ExitCode), not an error; a command that cannot
 // start is ErrExecFailed; a timeout is ErrExecTimeout.
 func (s *Sandbox) Exec(ctx context.Context, cmd string, args []string, opts ...ExecOption) (*ExecOutput, error) {
-	var c ExecConfig
-	for _, o := range opts {
-		o(&c)
+	if err := s.check(ctx); err != nil {
+		return nil, err
 	}
-	ec := sandbox.ExecConfig{
-		Argv: append([]string{cmd}, args...), Dir: c.Cwd, User: c.User,
-		Timeout: c.Timeout, Stdin: c.Stdin,
-	}
-	keys := make([]string, 0, len(c.Env))
-	for k := range c.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ec.Env = append(ec.Env, k+"="+c.Env[k])
-	}
+	c := execConfig(opts)
+	ec := c.sandboxExec(append([]string{cmd}, args...))
+	ec.StdinPipe = false // a collected exec has no one to write to the pipe
 	out, err := s.sb.Exec(ctx, ec)
 	if err != nil {
 		return nil, wrap(err)
@@ -78,16 +137,184 @@ func (s *Sandbox) Exec(ctx context.Context, cmd string, args []string, opts ...E
 	return &ExecOutput{stdout: out.Stdout, stderr: out.Stderr, code: out.Code}, nil
 }
 
+func execConfig(opts []ExecOption) ExecConfig {
+	var c ExecConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+func (c *ExecConfig) sandboxExec(argv []string) sandbox.ExecConfig {
+	ec := sandbox.ExecConfig{
+		Argv: argv, Dir: c.Cwd, User: c.User, Timeout: c.Timeout,
+		Stdin: c.Stdin, StdinPipe: c.StdinPipe, TTY: c.TTY,
+	}
+	keys := make([]string, 0, len(c.Env))
+	for k := range c.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ec.Env = append(ec.Env, k+"="+c.Env[k])
+	}
+	return ec
+}
+
 // Shell runs command with /bin/sh -c.
 func (s *Sandbox) Shell(ctx context.Context, command string, opts ...ExecOption) (*ExecOutput, error) {
 	return s.Exec(ctx, "/bin/sh", []string{"-c", command}, opts...)
 }
 
-// Stop shuts the sandbox down gracefully (the guest powers off) and waits
-// for it, killing it after 10 seconds. ctx bounds the wait. Stopping a
-// stopped sandbox does nothing.
-func (s *Sandbox) Stop(ctx context.Context) error {
-	return wrap(s.sb.Stop(ctx, 0))
+// ExecDefault runs the image's entrypoint and cmd (or those of
+// WithEntrypoint and WithCmd); none is ErrNoDefaultCommand.
+func (s *Sandbox) ExecDefault(ctx context.Context, opts ...ExecOption) (*ExecOutput, error) {
+	argv, err := s.defaultCommand()
+	if err != nil {
+		return nil, err
+	}
+	return s.Exec(ctx, argv[0], argv[1:], opts...)
+}
+
+func (s *Sandbox) defaultCommand() ([]string, error) {
+	st, err := s.sb.State()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(st.DefaultCommand) == 0 {
+		return nil, &Error{Kind: ErrNoDefaultCommand, Message: "sandbox " + s.sb.Name() + ": the image has no entrypoint or cmd, and none was configured"}
+	}
+	return st.DefaultCommand, nil
+}
+
+// StopOption configures Stop.
+type StopOption func(*stopOptions)
+
+type stopOptions struct{ timeout time.Duration }
+
+// WithStopTimeout sets the grace period between the shutdown request and
+// the kill (rounded up to a millisecond); default 10 seconds.
+func WithStopTimeout(d time.Duration) StopOption {
+	return func(o *stopOptions) { o.timeout = ceilDuration(d, time.Millisecond) }
+}
+
+// KillOption configures Kill.
+type KillOption func(*killOptions)
+
+type killOptions struct{ timeout time.Duration }
+
+// WithKillTimeout sets how long Kill waits to see the sandbox gone
+// (rounded up to a millisecond); default 5 seconds.
+func WithKillTimeout(d time.Duration) KillOption {
+	return func(o *killOptions) { o.timeout = ceilDuration(d, time.Millisecond) }
+}
+
+// Stop shuts the sandbox down gracefully (the guest syncs and powers off)
+// and waits for it, killing it after the grace period. ctx bounds the
+// wait. Stopping a stopped sandbox does nothing.
+func (s *Sandbox) Stop(ctx context.Context, opts ...StopOption) error {
+	var o stopOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return wrap(s.sb.Stop(ctx, o.timeout))
+}
+
+// Kill ends the sandbox at once (SIGKILL of its process; unsynced guest
+// writes may be lost) and waits to see it gone.
+func (s *Sandbox) Kill(ctx context.Context, opts ...KillOption) error {
+	var o killOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return wrap(s.sb.Kill(ctx, o.timeout))
+}
+
+// RequestStop asks the sandbox to stop gracefully and returns at once.
+func (s *Sandbox) RequestStop(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	return wrap(sandbox.RequestStop(sandbox.DefaultRuntime(), s.sb.Name()))
+}
+
+// RequestKill kills the sandbox and returns at once.
+func (s *Sandbox) RequestKill(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	return wrap(sandbox.RequestKill(sandbox.DefaultRuntime(), s.sb.Name()))
+}
+
+// WaitUntilStopped waits until the sandbox is stopped or crashed.
+func (s *Sandbox) WaitUntilStopped(ctx context.Context) (*SandboxStopResult, error) {
+	return waitUntilStopped(ctx, s.sb.Name())
+}
+
+// Detach lets the sandbox outlive this handle and this process. The
+// handle is invalid afterwards.
+func (s *Sandbox) Detach(ctx context.Context) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := s.sb.Detach(); err != nil {
+		return wrap(err)
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.sb.Close()
+	return nil
+}
+
+// Close releases the handle. A sandbox the handle owns (created or started
+// attached, not detached) stops gracefully in the background; use
+// WaitUntilStopped to see it end. A second Close is ErrInvalidHandle.
+func (s *Sandbox) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return &Error{Kind: ErrInvalidHandle, Message: "sandbox handle " + s.sb.Name() + " is already closed"}
+	}
+	s.closed = true
+	s.sb.Close()
+	return nil
+}
+
+// OwnsLifecycle reports whether closing this handle stops the sandbox.
+func (s *Sandbox) OwnsLifecycle() (bool, error) {
+	if err := s.check(context.Background()); err != nil {
+		return false, err
+	}
+	return s.sb.OwnsLifecycle(), nil
+}
+
+// OwnsLifecycleOrFalse is OwnsLifecycle with errors read as false.
+func (s *Sandbox) OwnsLifecycleOrFalse() bool {
+	ok, _ := s.OwnsLifecycle()
+	return ok
+}
+
+// SandboxPingResult is the outcome of a Ping.
+type SandboxPingResult struct {
+	Name    string
+	Latency time.Duration
+}
+
+// Ping checks that the guest agent answers, and how fast.
+func (s *Sandbox) Ping(ctx context.Context) (*SandboxPingResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	c, err := s.sb.Agent()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	start := time.Now()
+	if _, err := c.Stat(ctx, "/"); err != nil {
+		return nil, wrap(err)
+	}
+	return &SandboxPingResult{Name: s.sb.Name(), Latency: time.Since(start)}, nil
 }
 
 // ExecOutput is a finished command's output.
@@ -115,43 +342,26 @@ func (o *ExecOutput) ExitCode() int { return o.code }
 // Success reports a zero exit code.
 func (o *ExecOutput) Success() bool { return o.code == 0 }
 
-// SandboxStatus is a sandbox's lifecycle state.
-type SandboxStatus string
-
-// Sandbox statuses.
-const (
-	SandboxStatusStarting SandboxStatus = "starting"
-	SandboxStatusRunning  SandboxStatus = "running"
-	SandboxStatusStopped  SandboxStatus = "stopped"
-	SandboxStatusCrashed  SandboxStatus = "crashed"
-)
-
-// SandboxHandle is a snapshot of a sandbox's persisted record.
-type SandboxHandle struct {
-	st *sandbox.State
+// SandboxStopResult is how a sandbox ended.
+type SandboxStopResult struct {
+	Name       string
+	Status     SandboxStatus
+	ExitCode   *int
+	Signal     *int
+	ObservedAt time.Time
+	// Source says how it ended (the VM's exit, "killed", ...).
+	Source *string
 }
 
-// GetSandbox looks up the sandbox name without connecting to it. A sandbox
-// whose process died is reported as crashed.
-func GetSandbox(ctx context.Context, name string) (*SandboxHandle, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
-	}
-	st, err := sandbox.Get(sandbox.DefaultRuntime(), name)
+func waitUntilStopped(ctx context.Context, name string) (*SandboxStopResult, error) {
+	st, err := sandbox.WaitStopped(ctx, sandbox.DefaultRuntime(), name)
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return &SandboxHandle{st: st}, nil
+	r := &SandboxStopResult{Name: st.Name, Status: SandboxStatus(st.Status), ObservedAt: time.Now()}
+	if st.Exit != "" {
+		src := st.Exit
+		r.Source = &src
+	}
+	return r, nil
 }
-
-// Name returns the sandbox's name.
-func (h *SandboxHandle) Name() string { return h.st.Name }
-
-// Status returns the status at the time of the lookup.
-func (h *SandboxHandle) Status() SandboxStatus { return SandboxStatus(h.st.Status) }
-
-// CreatedAt returns the creation time.
-func (h *SandboxHandle) CreatedAt() time.Time { return h.st.Created }
-
-// UpdatedAt returns the time of the last state change.
-func (h *SandboxHandle) UpdatedAt() time.Time { return h.st.Updated }

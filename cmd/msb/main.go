@@ -2,26 +2,30 @@
 
 // Command msb is the microsandbox command line and the sandbox process.
 //
-//	msb run [-memory MiB] [-cpus N] [-name NAME] IMAGE -- CMD [ARG...]
+//	msb run [flags] IMAGE [-- CMD [ARG...]]   create, run a command, stop, remove
+//	msb create [flags] IMAGE                  create and boot, detached
+//	msb start NAME...                         boot stopped sandboxes, detached
+//	msb stop [-f] [-t SECS] NAME...           stop (or kill, -f) sandboxes
+//	msb rm [-f] NAME...                       remove stopped sandboxes (-f stops first)
+//	msb ls [--json]                           list sandboxes
+//	msb ps [--json]                           list running sandboxes
+//	msb exec [flags] NAME -- CMD [ARG...]     run a command in a sandbox
+//	msb cp SRC DST                            copy files; NAME:/path names a guest path
+//	msb metrics [--json] [NAME]               sample running sandboxes
+//	msb version                               print the version
 //
-// creates a sandbox from IMAGE, runs CMD in it, prints its output, stops
-// and removes the sandbox, and exits with CMD's exit code. The hidden mode
-// "msb __sandbox DIR" is the process that runs one sandbox's VM; pkg/sandbox
-// starts it.
+// msb run and msb exec exit with the command's exit code (127: it did not
+// start). The hidden mode "msb __sandbox DIR" is the process that runs one
+// sandbox's VM; pkg/sandbox starts it.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
-	"time"
 
-	microsandbox "github.com/microsandbox-go/microsandbox"
 	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
 
@@ -29,8 +33,44 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: msb run [-memory MiB] [-cpus N] [-name NAME] IMAGE -- CMD [ARG...]")
+const usageText = `usage: msb COMMAND [ARGS]
+
+commands:
+  run [flags] IMAGE [-- CMD [ARG...]]   create a sandbox, run CMD (default: the image's), remove it
+  create [flags] IMAGE                  create and boot a detached sandbox
+  start NAME...                         boot stopped sandboxes (detached)
+  stop [-f] [-t SECS] NAME...           stop sandboxes (-f: kill)
+  rm [-f] NAME...                       remove stopped sandboxes (-f: stop first)
+  ls [--json]                           list sandboxes
+  ps [--json]                           list running sandboxes
+  exec [flags] NAME -- CMD [ARG...]     run a command in a running sandbox
+  cp SRC DST                            copy a file; NAME:/path is a guest path
+  metrics [--json] [NAME]               sample running sandboxes
+  version                               print the version
+
+Run "msb COMMAND -h" for a command's flags.`
+
+func usage() { fmt.Fprintln(os.Stderr, usageText) }
+
+type command func(ctx context.Context, args []string) int
+
+var commands = map[string]command{
+	"run":     runCmd,
+	"create":  createCmd,
+	"start":   startCmd,
+	"stop":    stopCmd,
+	"kill":    killCmd,
+	"rm":      rmCmd,
+	"remove":  rmCmd,
+	"ls":      lsCmd,
+	"list":    lsCmd,
+	"ps":      psCmd,
+	"status":  psCmd,
+	"exec":    execCmd,
+	"cp":      cpCmd,
+	"copy":    cpCmd,
+	"metrics": metricsCmd,
+	"version": versionCmd,
 }
 
 func run(args []string) int {
@@ -49,72 +89,23 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
-	case "run":
-		return runCmd(args[1:])
 	case "-h", "-help", "--help", "help":
-		usage()
+		fmt.Println(usageText)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "msb: unknown command %q\n", args[0])
-	usage()
-	return 2
-}
-
-func runCmd(args []string) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	memory := fs.Uint("memory", 0, "guest memory in MiB (default 512)")
-	cpus := fs.Uint("cpus", 0, "vCPUs (default 1)")
-	name := fs.String("name", "", "sandbox name (default msb-run-PID)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	rest := fs.Args()
-	if len(rest) < 3 || rest[1] != "--" {
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "msb: unknown command %q\n", args[0])
 		usage()
-		return 2
-	}
-	image, argv := rest[0], rest[2:]
-	if *name == "" {
-		*name = "msb-run-" + strconv.Itoa(os.Getpid())
-	}
-	if *memory > 1<<20 || *cpus > 255 {
-		fmt.Fprintln(os.Stderr, "msb: -memory or -cpus out of range")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sb, err := microsandbox.CreateSandbox(ctx, *name,
-		microsandbox.WithImage(image),
-		microsandbox.WithMemory(uint32(*memory)),
-		microsandbox.WithCPUs(uint8(*cpus)))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "msb: create: %v\n", err)
-		return 1
-	}
-	code := 0
-	out, err := sb.Exec(ctx, argv[0], argv[1:])
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "msb: exec: %v\n", err)
-		code = 1
-		if microsandbox.IsKind(err, microsandbox.ErrExecFailed) {
-			code = 127
-		}
-	} else {
-		os.Stdout.Write(out.StdoutBytes())
-		os.Stderr.Write(out.StderrBytes())
-		code = out.ExitCode()
-		if code < 0 {
-			code = 137
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = errors.Join(sb.Stop(sctx), microsandbox.RemoveSandbox(sctx, *name))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "msb: stop: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	return cmd(ctx, args[1:])
+}
+
+// fail prints an error and returns the exit status 1.
+func fail(format string, a ...any) int {
+	fmt.Fprintf(os.Stderr, "msb: "+format+"\n", a...)
+	return 1
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 )
 
 // Limits and defaults (upstream-api.md §1.2 and §4.5).
@@ -52,12 +53,29 @@ type Config struct {
 	// Hostname is the guest's host name; "" derives it from Name.
 	Hostname string `json:"hostname,omitempty"`
 	// Detached lets the sandbox outlive its creating process; otherwise
-	// the sandbox stops when the creator dies.
+	// the sandbox stops when the creator closes its handle or dies.
 	Detached bool `json:"detached,omitempty"`
+	// Labels are free-form key/value pairs for selection (List). Keys are
+	// non-empty and do not start with a reserved prefix ("sandbox.",
+	// "microsandbox.", "service.").
+	Labels map[string]string `json:"labels,omitempty"`
+	// Network configures the NIC; nil means the default (public profile).
+	Network *Network `json:"network,omitempty"`
+	// Entrypoint and Cmd replace the image's for ExecDefault. A nil Cmd
+	// keeps the image's; an empty non-nil Cmd clears it.
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd"`
+	// MaxDuration, if positive, stops the sandbox that long after boot.
+	MaxDuration time.Duration `json:"max_duration,omitempty"`
+	// Ephemeral removes the sandbox's record and files once it stopped.
+	Ephemeral bool `json:"ephemeral,omitempty"`
 	// Patches change the root filesystem before anything runs, in order
 	// (see Patch).
 	Patches []Patch `json:"patches,omitempty"`
 }
+
+// reservedLabelPrefixes may not start a label key (upstream §1.2).
+var reservedLabelPrefixes = []string{"sandbox.", "microsandbox.", "service."}
 
 func validName(s string) bool {
 	if s == "" || len(s) > MaxNameLen {
@@ -138,6 +156,30 @@ func (c *Config) Validate() error {
 	}
 	if c.Hostname != "" && !validHostname(c.Hostname) {
 		bad("hostname %q: want an RFC 1123 name of 1 to %d bytes", c.Hostname, MaxHostnameLen)
+	}
+	for k, v := range c.Labels {
+		if k == "" {
+			bad("label key is empty")
+		}
+		for _, p := range reservedLabelPrefixes {
+			if strings.HasPrefix(k, p) {
+				bad("label key %q: the %q prefix is reserved", k, p)
+			}
+		}
+		if strings.ContainsAny(k+v, "\x00") {
+			bad("label %q contains NUL", k)
+		}
+	}
+	for _, a := range append(append([]string(nil), c.Entrypoint...), c.Cmd...) {
+		if strings.Contains(a, "\x00") {
+			bad("entrypoint or cmd argument %q contains NUL", a)
+		}
+	}
+	if c.MaxDuration < 0 {
+		bad("max duration %v is negative", c.MaxDuration)
+	}
+	if err := c.Network.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, validatePatches(c.Patches)...)
 	return errors.Join(errs...)

@@ -114,7 +114,8 @@ func TestStateLifecycle(t *testing.T) {
 	if err != nil || st.Status != StatusCrashed {
 		t.Fatalf("Get = %+v, %v; want crashed", st, err)
 	}
-	if err := writeState(dir, &State{Name: "s", Status: StatusRunning, PID: os.Getpid()}); err != nil {
+	fake := startFakeSandbox(t, dir)
+	if err := writeState(dir, &State{Name: "s", Status: StatusRunning, PID: fake.Process.Pid}); err != nil {
 		t.Fatal(err)
 	}
 	if err := Remove(rt, "s"); !errors.Is(err, ErrStillRunning) {

@@ -29,6 +29,9 @@ const (
 	// DefaultStopTimeout is the grace period between the shutdown request
 	// and killing the sandbox process (upstream's defaultStopTimeout).
 	DefaultStopTimeout = 10 * time.Second
+	// DefaultKillTimeout is how long Kill waits for the sandbox process to
+	// go after SIGKILL (upstream's defaultKillTimeout).
+	DefaultKillTimeout = 5 * time.Second
 	pollInterval       = 20 * time.Millisecond
 	// deathWait is how long Exec waits, after losing the agent, to see
 	// whether the sandbox process ended.
@@ -39,9 +42,14 @@ const (
 // Create creates and boots the sandbox cfg describes and returns once its
 // agent answered. ctx bounds the creation only, not the sandbox's life. On
 // failure nothing of the sandbox is left behind; a boot failure's error
-// carries the tail of the guest console.
-func Create(ctx context.Context, rt Runtime, cfg Config) (*Sandbox, error) {
+// carries the tail of the guest console. An existing sandbox of the same
+// name is ErrAlreadyExists unless opts.Replace.
+func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (*Sandbox, error) {
 	rt.abs()
+	var co createOptions
+	for _, o := range opts {
+		o(&co)
+	}
 	if err := errors.Join(cfg.Validate(), rt.Check()); err != nil {
 		return nil, err
 	}
@@ -49,10 +57,15 @@ func Create(ctx context.Context, rt Runtime, cfg Config) (*Sandbox, error) {
 	if err := os.MkdirAll(rt.sandboxesDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: create: %w", err)
 	}
+	if co.replace {
+		if err := replace(ctx, rt, cfg.Name, co.replaceTimeout); err != nil {
+			return nil, err
+		}
+	}
 	dir := rt.sandboxDir(cfg.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%w: sandbox already exists: %s (remove it first)", ErrAlreadyExists, cfg.Name)
+			return nil, fmt.Errorf("%w: sandbox already exists: sandbox '%s' already exists; remove it, start the stopped sandbox, or recreate with replace", ErrAlreadyExists, cfg.Name)
 		}
 		return nil, fmt.Errorf("sandbox: create: %w", err)
 	}
@@ -62,6 +75,63 @@ func Create(ctx context.Context, rt Runtime, cfg Config) (*Sandbox, error) {
 		return nil, err
 	}
 	return sb, nil
+}
+
+// CreateOption changes how Create treats an existing sandbox.
+type CreateOption func(*createOptions)
+
+type createOptions struct {
+	replace        bool
+	replaceTimeout time.Duration
+}
+
+// WithReplace makes Create replace an existing sandbox of the same name:
+// a running one is stopped (SIGTERM to its process: a graceful stop; after
+// timeout, or at once when it is zero, the hard stop, then SIGKILL), then
+// its record is removed.
+func WithReplace(timeout time.Duration) CreateOption {
+	return func(o *createOptions) { o.replace, o.replaceTimeout = true, timeout }
+}
+
+// replace removes the sandbox name, stopping it first if it runs.
+func replace(ctx context.Context, rt Runtime, name string, timeout time.Duration) error {
+	st, err := Get(rt, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	dir := rt.sandboxDir(name)
+	if !st.Status.Terminal() && alive(st.PID, dir) {
+		// SIGTERM: a graceful stop; SIGINT: the hard stop; SIGKILL last.
+		sig, wait := syscall.SIGTERM, timeout
+		if timeout <= 0 {
+			sig, wait = syscall.SIGINT, hardStopGrace
+		}
+		syscall.Kill(st.PID, sig)
+		deadline := time.Now().Add(wait)
+		for alive(st.PID, dir) {
+			if time.Now().After(deadline) {
+				switch sig {
+				case syscall.SIGTERM:
+					sig, deadline = syscall.SIGINT, time.Now().Add(hardStopGrace)
+				case syscall.SIGINT:
+					sig, deadline = syscall.SIGKILL, time.Now().Add(DefaultKillTimeout)
+				default:
+					return fmt.Errorf("%w: replace %s: sandbox process %d survived SIGKILL", ErrStillRunning, name, st.PID)
+				}
+				syscall.Kill(st.PID, sig)
+			}
+			if err := sleepCtx(ctx, pollInterval); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("sandbox: replace %s: %w", name, err)
+	}
+	return nil
 }
 
 func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox, error) {
@@ -74,31 +144,74 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	if err != nil {
 		return nil, err
 	}
-	boot := bootConfig(cfg, im.Config())
+	ic := im.Config()
+	boot := bootConfig(cfg, ic)
 	if boot.Patches, err = bootPatches(cfg.Patches, cfg.MemoryMiB); err != nil {
 		return nil, err
+	}
+	if cfg.Network.enabled() {
+		boot.Network = guestNetwork()
 	}
 	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
 		return nil, err
 	}
-	spec, _ := json.Marshal(vmSpec{
+	spec := vmSpec{
 		Kernel: rt.Kernel, Initrd: filepath.Join(dir, initrdFile), Rootfs: rootPath,
-		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs),
-	})
-	if err := writeFileAtomic(filepath.Join(dir, vmFile), spec); err != nil {
+		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs), Network: cfg.Network,
+		MaxDuration: cfg.MaxDuration,
+	}
+	if _, err := updateState(dir, func(s *State) {
+		s.Workdir, s.User = boot.Workdir, boot.User
+		s.DefaultCommand = defaultCommand(cfg, ic)
+	}); err != nil {
 		return nil, err
 	}
-	sb := &Sandbox{rt: *rt, dir: dir, name: cfg.Name, workdir: boot.Workdir, user: boot.User, done: make(chan struct{})}
-	if err := sb.spawn(cfg.Detached); err != nil {
+	return boot1(ctx, rt, dir, &spec, !cfg.Detached)
+}
+
+// defaultCommand is what ExecDefault runs: the entrypoint and cmd of cfg,
+// else the image's.
+func defaultCommand(cfg Config, ic oci.ImageConfig) []string {
+	ep, cmd := ic.Entrypoint, ic.Cmd
+	if cfg.Entrypoint != nil {
+		ep = cfg.Entrypoint
+		if cfg.Cmd == nil {
+			cmd = nil // a new entrypoint drops the image's arguments, as docker does
+		}
+	}
+	if cfg.Cmd != nil {
+		cmd = cfg.Cmd
+	}
+	return append(append([]string(nil), ep...), cmd...)
+}
+
+// boot1 writes vm.json, starts the sandbox process and waits for its
+// agent. attached arms the owner watchdog.
+func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached bool) (*Sandbox, error) {
+	spec.Watchdog = attached
+	b, _ := json.Marshal(spec)
+	if err := writeFileAtomic(filepath.Join(dir, vmFile), b); err != nil {
 		return nil, err
 	}
-	if _, err := updateState(dir, func(s *State) { s.PID = sb.cmd.Process.Pid }); err != nil {
+	st, err := updateState(dir, func(s *State) { s.Status, s.Exit, s.PID, s.Killed = StatusStarting, "", 0, false })
+	if err != nil {
+		return nil, err
+	}
+	sb := &Sandbox{
+		rt: *rt, dir: dir, name: st.Name, workdir: st.Workdir, user: st.User,
+		done: make(chan struct{}),
+	}
+	if err := sb.spawn(attached); err != nil {
+		return nil, err
+	}
+	if _, err := updateState(dir, func(s *State) { s.PID = sb.pid }); err != nil {
 		sb.kill()
 		return nil, err
 	}
 	c, err := sb.waitReady(ctx)
 	if err != nil {
 		sb.kill()
+		sb.release()
 		return nil, err
 	}
 	sb.client = c
@@ -108,6 +221,45 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 		}
 	}); err != nil {
 		sb.kill()
+		sb.release()
+		return nil, err
+	}
+	return sb, nil
+}
+
+// Start boots the stopped or crashed sandbox name again with its
+// configuration. attached: the returned handle owns it (see Create).
+func Start(ctx context.Context, rt Runtime, name string, attached bool) (*Sandbox, error) {
+	rt.abs()
+	if !validName(name) {
+		return nil, fmt.Errorf("%w: sandbox name %q", ErrInvalidConfig, name)
+	}
+	if err := rt.Check(); err != nil {
+		return nil, err
+	}
+	st, err := Get(rt, name)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Status.Terminal() {
+		return nil, fmt.Errorf("%w: %s is %s", ErrStillRunning, name, st.Status)
+	}
+	dir := rt.sandboxDir(name)
+	b, err := os.ReadFile(filepath.Join(dir, vmFile))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: start %s: %w", name, err)
+	}
+	var spec vmSpec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, fmt.Errorf("sandbox: start %s: %s: %w", name, vmFile, err)
+	}
+	sb, err := boot1(ctx, &rt, dir, &spec, attached)
+	if err != nil {
+		updateState(dir, func(s *State) {
+			if !s.Status.Terminal() {
+				s.Status, s.Exit = StatusCrashed, "start failed: "+err.Error()
+			}
+		})
 		return nil, err
 	}
 	return sb, nil
@@ -178,7 +330,10 @@ func writeInitramfs(agentPath, out string, c *bootcfg.Config) error {
 }
 
 // spawn starts the sandbox process and the goroutine that waits for it.
-func (sb *Sandbox) spawn(detached bool) error {
+// The process gets a session of its own (a terminal's ^C to the owner does
+// not reach it); an attached one inherits the read end of the watchdog
+// pipe, whose end stops it.
+func (sb *Sandbox) spawn(attached bool) error {
 	logf, err := os.OpenFile(filepath.Join(sb.dir, runtimeLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("sandbox: runtime log: %w", err)
@@ -187,17 +342,25 @@ func (sb *Sandbox) spawn(detached bool) error {
 	cmd := exec.Command(sb.rt.Binary, HiddenCommand, sb.dir)
 	cmd.Dir = sb.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if detached {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	} else {
-		// The VM stops (SIGTERM → power off the machine, record stopped)
-		// when the creating thread's process dies.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var wdRead, wdWrite *os.File
+	if attached {
+		if wdRead, wdWrite, err = os.Pipe(); err != nil {
+			return fmt.Errorf("sandbox: watchdog pipe: %w", err)
+		}
+		cmd.ExtraFiles = []*os.File{wdRead} // watchdogFD in the child
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if wdRead != nil {
+		wdRead.Close()
+	}
+	if err != nil {
+		if wdWrite != nil {
+			wdWrite.Close()
+		}
 		return fmt.Errorf("%w: start sandbox process: %w", ErrBoot, err)
 	}
-	sb.cmd = cmd
+	sb.cmd, sb.pid, sb.watchdog = cmd, cmd.Process.Pid, wdWrite
 	go func() {
 		sb.waitErr = cmd.Wait()
 		close(sb.done)

@@ -30,3 +30,7 @@ var ErrStillRunning = errors.New("sandbox: still running")
 // ErrSpawn: the command did not start in the guest (missing program, bad
 // directory or user).
 var ErrSpawn = errors.New("sandbox: exec did not start")
+
+// ErrMetricsUnavailable: the sandbox runs but its sandbox process has not
+// written its first stats yet (right after boot); retry.
+var ErrMetricsUnavailable = errors.New("sandbox: no live metrics slot yet")

@@ -7,12 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/bootcfg"
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/host"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/blk"
@@ -28,20 +33,69 @@ const HiddenCommand = "__sandbox"
 // so every guest can use the first unreserved one.
 const guestCID = 3
 
+// watchdogFD is the descriptor on which an attached sandbox process
+// inherits the read end of its owner's watchdog pipe (ExtraFiles[0]).
+const watchdogFD = 3
+
+// Watchdog pipe protocol: the owner writes detachByte to let the sandbox
+// outlive it; end of file without it means the owner closed its handle or
+// died, and the sandbox stops.
+const detachByte = 'D'
+
+// hardStopGrace is how long a hard stop (SIGINT: the VM ends at once,
+// without a guest shutdown) may take before the sandbox process exits on its
+// own and callers escalate to SIGKILL. The VM is torn down in order rather
+// than by SIGKILL because killing a process whose vCPUs are inside
+// KVM_RUN has crashed the nested L1 kernel of the test harness.
+const hardStopGrace = 2 * time.Second
+
+// statsInterval is how often the sandbox process writes stats.json.
+const statsInterval = time.Second
+
 // vmSpec is what the sandbox process needs to run the VM (vm.json).
 type vmSpec struct {
-	Kernel    string `json:"kernel"`
-	Initrd    string `json:"initrd"`
-	Rootfs    string `json:"rootfs"`
-	MemoryMiB int    `json:"memory_mib"`
-	CPUs      int    `json:"cpus"`
+	Kernel    string   `json:"kernel"`
+	Initrd    string   `json:"initrd"`
+	Rootfs    string   `json:"rootfs"`
+	MemoryMiB int      `json:"memory_mib"`
+	CPUs      int      `json:"cpus"`
+	Network   *Network `json:"network,omitempty"`
+	// Watchdog: the process inherited the owner's watchdog pipe.
+	Watchdog bool `json:"watchdog,omitempty"`
+	// StopGrace is how long a requested stop waits for the guest to power
+	// off before the VM is ended.
+	StopGrace time.Duration `json:"stop_grace,omitempty"`
+	// MaxDuration, if positive, stops the sandbox that long after boot.
+	MaxDuration time.Duration `json:"max_duration,omitempty"`
+}
+
+// Stats is what the sandbox process reports about its VM (stats.json),
+// rewritten every statsInterval while the VM runs.
+type Stats struct {
+	Time time.Time `json:"time"`
+	// Booted is when the VM started.
+	Booted time.Time `json:"booted"`
+	// VCPUTime is the CPU time the vCPU threads used.
+	VCPUTime time.Duration `json:"vcpu_time_ns"`
+	// CPUPercent is the vCPU threads' use over the last interval, in
+	// percent of all host CPUs.
+	CPUPercent float64 `json:"cpu_percent"`
+	// DiskReadBytes and DiskWriteBytes count every block device.
+	DiskReadBytes  uint64 `json:"disk_read_bytes"`
+	DiskWriteBytes uint64 `json:"disk_write_bytes"`
+	// NetRxBytes (to the guest) and NetTxBytes (from the guest) count
+	// Ethernet frames on the NIC.
+	NetRxBytes uint64 `json:"net_rx_bytes"`
+	NetTxBytes uint64 `json:"net_tx_bytes"`
 }
 
 // RunProcess is the sandbox process: it boots the VM described in dir,
 // serves the agent socket, and returns when the VM ended, after recording
-// the outcome in the sandbox's state. SIGTERM, SIGINT and SIGHUP (and ctx)
-// stop the VM. It owns three goroutines (the VM, the Unix proxy, the
-// signal watcher) and joins them before it returns.
+// the outcome in the sandbox's state. SIGTERM, SIGHUP, the end of the
+// owner's watchdog pipe and MaxDuration stop the guest gracefully (agent
+// shutdown, then the VM is ended after the grace period); SIGINT (the hard
+// stop) or ctx end the VM at once. Every goroutine it starts is joined before it
+// returns.
 func RunProcess(ctx context.Context, dir string) (err error) {
 	dir, err = filepath.Abs(dir)
 	if err != nil {
@@ -89,6 +143,15 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
 	}
 	defer vs.Close()
+	devices := []virtio.Device{root, vs, rng.New()}
+	var net *nic
+	if spec.Network.enabled() {
+		if net, err = newNIC(spec.Network); err != nil {
+			return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
+		}
+		defer net.Close()
+		devices = append(devices, net.dev)
+	}
 	sock := SocketPath(dir)
 	os.Remove(sock) // a stale socket of an earlier run
 	proxy, err := vsock.NewUnixProxy(vs, vsock.UnixConfig{Path: sock})
@@ -101,7 +164,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		Console:   console,
 		MemoryMiB: spec.MemoryMiB,
 		VCPUs:     spec.CPUs,
-		Devices:   []virtio.Device{root, vs, rng.New()},
+		Devices:   devices,
 	})
 	if err != nil {
 		return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
@@ -112,16 +175,73 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	// stopReq asks for a graceful stop; the stopper goroutine serves it.
+	stopReq := make(chan struct{}, 1)
+	requestStop := func() {
+		select {
+		case stopReq <- struct{}{}:
+		default:
+		}
+	}
 	var wg sync.WaitGroup
 	var proxyErr error
 	wg.Go(func() { proxyErr = proxy.Run(ctx) })
 	wg.Go(func() {
+		var maxDur <-chan time.Time
+		if spec.MaxDuration > 0 {
+			t := time.NewTimer(spec.MaxDuration)
+			defer t.Stop()
+			maxDur = t.C
+		}
+		for {
+			select {
+			case s := <-sigs:
+				if s == syscall.SIGINT {
+					// The hard stop (Kill): end the VM now, and the
+					// process too should the teardown hang.
+					m.Stop()
+					time.AfterFunc(hardStopGrace, func() {
+						fmt.Fprintf(os.Stderr, "sandbox process: VM not torn down %v after a hard stop; exiting\n", hardStopGrace)
+						os.Exit(137)
+					})
+					continue
+				}
+				requestStop()
+			case <-maxDur:
+				fmt.Fprintf(os.Stderr, "sandbox process: max duration %v reached\n", spec.MaxDuration)
+				requestStop()
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	wg.Go(func() {
 		select {
-		case <-sigs:
-			m.Stop()
+		case <-stopReq:
+			gracefulStop(ctx, vs, m, spec.StopGrace)
 		case <-ctx.Done():
 		}
 	})
+	if spec.Watchdog {
+		// Non-blocking, the pipe goes through the poller, so that closing
+		// it after the VM ended unblocks the reader.
+		if err := syscall.SetNonblock(watchdogFD, true); err != nil {
+			return vmm.Exit{}, fmt.Errorf("sandbox process: watchdog pipe: %w", err)
+		}
+		wd := os.NewFile(watchdogFD, "watchdog")
+		defer wd.Close()
+		wg.Go(func() {
+			if !watchOwner(wd) && ctx.Err() == nil {
+				fmt.Fprintln(os.Stderr, "sandbox process: owner released the sandbox; stopping")
+				requestStop()
+			}
+		})
+		stopWatch := context.AfterFunc(ctx, func() { wd.Close() })
+		defer stopWatch()
+	}
+	booted := time.Now().UTC()
+	wg.Go(func() { writeStats(ctx, dir, booted, m, root, net) })
+
 	exit, runErr := m.Run(ctx)
 	cancel()
 	wg.Wait()
@@ -130,4 +250,102 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		fmt.Fprintf(os.Stderr, "sandbox process: %v\n", proxyErr)
 	}
 	return exit, runErr
+}
+
+// watchOwner reads the watchdog pipe until it ends. It returns true when
+// the owner detached (the sandbox keeps running), false when the owner
+// went away.
+func watchOwner(r io.Reader) bool {
+	buf := make([]byte, 16)
+	for {
+		n, err := r.Read(buf)
+		for _, c := range buf[:n] {
+			if c == detachByte {
+				return true
+			}
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// gracefulStop asks the guest agent to power off and ends the VM when it
+// has not done so within grace (zero: DefaultStopTimeout). ctx ends when the
+// VM ended.
+func gracefulStop(ctx context.Context, vs *vsock.Device, m *vmm.Machine, grace time.Duration) {
+	if grace <= 0 {
+		grace = DefaultStopTimeout
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	dctx, cancel := context.WithTimeout(ctx, grace)
+	conn, err := vs.Dial(dctx, bootcfg.AgentPort)
+	if err == nil {
+		var c *host.Client
+		if c, err = host.Dial(dctx, conn, host.Config{Agent: "msb-sandbox-process"}); err == nil {
+			err = c.Shutdown(dctx, false)
+			c.Close()
+		} else {
+			conn.Close()
+		}
+	}
+	cancel()
+	if err != nil {
+		// No agent to ask (still booting, or dead): end the VM now.
+		fmt.Fprintf(os.Stderr, "sandbox process: graceful stop: %v; stopping the VM\n", err)
+		m.Stop()
+		return
+	}
+	select {
+	case <-deadline.C:
+		fmt.Fprintf(os.Stderr, "sandbox process: guest did not power off within %v; stopping the VM\n", grace)
+		m.Stop()
+	case <-ctx.Done():
+	}
+}
+
+// writeStats rewrites stats.json every statsInterval until ctx ends.
+func writeStats(ctx context.Context, dir string, booted time.Time, m *vmm.Machine, root *blk.Device, net *nic) {
+	t := time.NewTicker(statsInterval)
+	defer t.Stop()
+	path := filepath.Join(dir, statsFile)
+	var last Stats
+	ncpu := float64(runtime.NumCPU())
+	for {
+		s := Stats{Time: time.Now().UTC(), Booted: booted, VCPUTime: m.VCPUTime()}
+		bm := root.Metrics()
+		s.DiskReadBytes, s.DiskWriteBytes = bm.ReadBytes.Load(), bm.WriteBytes.Load()
+		if net != nil {
+			st := net.stack.Stats()
+			s.NetRxBytes, s.NetTxBytes = st.BytesToGuest, st.BytesFromGuest
+		}
+		if !last.Time.IsZero() {
+			if wall := s.Time.Sub(last.Time); wall > 0 {
+				s.CPUPercent = 100 * float64(s.VCPUTime-last.VCPUTime) / float64(wall) / ncpu
+			}
+		}
+		last = s
+		if b, err := json.Marshal(&s); err == nil {
+			writeFileAtomic(path, b)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ReadStats reads the last stats the sandbox process in dir wrote.
+func ReadStats(dir string) (*Stats, error) {
+	b, err := os.ReadFile(filepath.Join(dir, statsFile))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: stats: %w", err)
+	}
+	var s Stats
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("sandbox: stats: %w", err)
+	}
+	return &s, nil
 }

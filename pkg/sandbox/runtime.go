@@ -140,6 +140,7 @@ const (
 	socketFile    = "agent.sock"
 	consoleFile   = "console.log"
 	runtimeLog    = "runtime.log"
+	statsFile     = "stats.json"
 )
 
 // SocketPath is the agent socket of the sandbox in dir.

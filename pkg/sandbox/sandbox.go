@@ -19,18 +19,33 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent/host"
 )
 
-// Sandbox is a running sandbox this process created. Its methods are safe
-// for concurrent use.
+// processPoll is how often a handle that did not start the sandbox process
+// (Open) checks whether it is still alive.
+const processPoll = 50 * time.Millisecond
+
+// Sandbox is a handle on a running sandbox: the one Create or Start
+// returned (which owns the sandbox process unless detached), or one Open
+// connected. Its methods are safe for concurrent use.
 type Sandbox struct {
 	rt      Runtime
 	dir     string
 	name    string
 	workdir string // default exec directory
 	user    string // default exec user
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the sandbox process was reaped
-	waitErr error         // cmd.Wait's result, set before done closes
+	pid     int
+	cmd     *exec.Cmd     // nil for Open's handles
+	done    chan struct{} // closed when the sandbox process ended
+	waitErr error         // how it ended, set before done closes
 	client  *host.Client
+
+	// watchdog is the write end of the owner's watchdog pipe (attached
+	// sandboxes this process started); closing it stops the sandbox.
+	watchdog *os.File
+	// quit ends the liveness poller of Open's handles.
+	quit chan struct{}
+
+	mu     sync.Mutex
+	closed bool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -43,13 +58,37 @@ func (sb *Sandbox) Name() string { return sb.name }
 func (sb *Sandbox) Dir() string { return sb.dir }
 
 // PID is the sandbox process's id.
-func (sb *Sandbox) PID() int { return sb.cmd.Process.Pid }
+func (sb *Sandbox) PID() int { return sb.pid }
 
 // Done is closed once the sandbox process has exited.
 func (sb *Sandbox) Done() <-chan struct{} { return sb.done }
 
 // State reads the sandbox's persisted state.
 func (sb *Sandbox) State() (*State, error) { return Get(sb.rt, sb.name) }
+
+// OwnsLifecycle reports whether closing this handle stops the sandbox: it
+// started the sandbox attached and has not detached.
+func (sb *Sandbox) OwnsLifecycle() bool {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.watchdog != nil
+}
+
+// Agent returns the connection to the guest agent, for the operations
+// this package does not wrap (file system, streaming exec). It fails with
+// ErrClosed after Close and ErrNotRunning once the sandbox ended.
+func (sb *Sandbox) Agent() (*host.Client, error) {
+	sb.mu.Lock()
+	closed := sb.closed
+	sb.mu.Unlock()
+	switch {
+	case closed || sb.client == nil:
+		return nil, fmt.Errorf("%w: %s", ErrClosed, sb.name)
+	case isDone(sb.done):
+		return nil, fmt.Errorf("%w: %s", ErrNotRunning, sb.name)
+	}
+	return sb.client, nil
+}
 
 // ExecConfig is one command run in the sandbox.
 type ExecConfig struct {
@@ -61,8 +100,18 @@ type ExecConfig struct {
 	Dir string
 	// User runs the command as this user; "" means the sandbox's user.
 	User string
-	// Stdin is sent as standard input; nil means /dev/null.
+	// Stdin is sent as standard input; nil means /dev/null (unless
+	// StdinPipe).
 	Stdin []byte
+	// StdinPipe gives a streamed command a pipe for standard input
+	// (host.Process.Stdin).
+	StdinPipe bool
+	// TTY runs the command on a pseudo-terminal of Rows×Cols (zero:
+	// 24×80); stderr is merged into stdout.
+	TTY        bool
+	Rows, Cols uint16
+	// Rlimits are applied to the command before it starts.
+	Rlimits []host.Rlimit
 	// Timeout, if positive, kills the command at the deadline.
 	Timeout time.Duration
 }
@@ -79,53 +128,87 @@ type Output struct {
 	TimedOut bool
 }
 
-// Exec runs a command in the sandbox and collects its output. A non-zero
-// exit is a result, not an error; a command that cannot start is an error
-// matching ErrSpawn.
-func (sb *Sandbox) Exec(ctx context.Context, cfg ExecConfig) (*Output, error) {
+func (sb *Sandbox) hostExec(cfg ExecConfig) (host.ExecConfig, error) {
 	if len(cfg.Argv) == 0 {
-		return nil, fmt.Errorf("%w: exec: empty command", ErrInvalidConfig)
+		return host.ExecConfig{}, fmt.Errorf("%w: exec: empty command", ErrInvalidConfig)
 	}
-	select {
-	case <-sb.done:
-		return nil, fmt.Errorf("%w: %s", ErrNotRunning, sb.name)
-	default:
+	hc := host.ExecConfig{
+		Argv: cfg.Argv, Env: cfg.Env, Dir: cfg.Dir, User: cfg.User, Timeout: cfg.Timeout,
+		TTY: cfg.TTY, Rows: cfg.Rows, Cols: cfg.Cols, Rlimits: cfg.Rlimits,
 	}
-	if sb.client == nil {
-		return nil, ErrClosed
-	}
-	hc := host.ExecConfig{Argv: cfg.Argv, Env: cfg.Env, Dir: cfg.Dir, User: cfg.User, Timeout: cfg.Timeout}
 	if hc.Dir == "" {
 		hc.Dir = sb.workdir
 	}
 	if hc.User == "" {
 		hc.User = sb.user
 	}
-	if cfg.Stdin != nil {
+	switch {
+	case cfg.StdinPipe:
+		hc.Stdin = host.StdinPipe
+	case cfg.Stdin != nil:
 		hc.Stdin, hc.StdinData = host.StdinBytes, cfg.Stdin
 	}
-	out, err := sb.client.Run(ctx, hc)
+	return hc, nil
+}
+
+// Exec runs a command in the sandbox and collects its output. A non-zero
+// exit is a result, not an error; a command that cannot start is an error
+// matching ErrSpawn.
+func (sb *Sandbox) Exec(ctx context.Context, cfg ExecConfig) (*Output, error) {
+	hc, err := sb.hostExec(cfg)
 	if err != nil {
-		if errors.Is(err, guestagent.ErrSpawn) {
-			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
-		}
-		if isDone(sb.client.Done()) {
-			// A lost connection: the sandbox process may just be ending;
-			// give its reaping a moment to tell.
-			t := time.NewTimer(deathWait)
-			defer t.Stop()
-			select {
-			case <-sb.done:
-				return nil, fmt.Errorf("%w: %s: %w", ErrNotRunning, sb.name, err)
-			case <-t.C:
-			}
-		}
 		return nil, err
+	}
+	c, err := sb.Agent()
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.Run(ctx, hc)
+	if err != nil {
+		return nil, sb.agentErr(err)
 	}
 	return &Output{
 		Stdout: out.Stdout, Stderr: out.Stderr, Code: out.Status.Code,
 		Signal: int(out.Status.Signal), TimedOut: out.Status.TimedOut,
 	}, nil
+}
+
+// ExecStream starts a command and returns it for streaming: events,
+// stdin, signals, resize. ctx bounds the start only.
+func (sb *Sandbox) ExecStream(ctx context.Context, cfg ExecConfig) (*host.Process, error) {
+	hc, err := sb.hostExec(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := sb.Agent()
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.Exec(ctx, hc)
+	if err != nil {
+		return nil, sb.agentErr(err)
+	}
+	return p, nil
+}
+
+// agentErr classifies an error of an agent call: a spawn failure, or a
+// lost connection because the sandbox ended.
+func (sb *Sandbox) agentErr(err error) error {
+	if errors.Is(err, guestagent.ErrSpawn) {
+		return fmt.Errorf("%w: %w", ErrSpawn, err)
+	}
+	if sb.client != nil && isDone(sb.client.Done()) {
+		// A lost connection: the sandbox process may just be ending;
+		// give its reaping a moment to tell.
+		t := time.NewTimer(deathWait)
+		defer t.Stop()
+		select {
+		case <-sb.done:
+			return fmt.Errorf("%w: %s: %w", ErrNotRunning, sb.name, err)
+		case <-t.C:
+		}
+	}
+	return err
 }
 
 // Stop shuts the sandbox down: it asks the guest to power off, waits up to
@@ -142,16 +225,9 @@ func (sb *Sandbox) stop(ctx context.Context, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
 	}
-	gone := false
-	select {
-	case <-sb.done:
-		gone = true
-	default:
-	}
+	gone := isDone(sb.done)
 	if sb.client != nil {
-		select {
-		case <-sb.done:
-		default:
+		if !gone {
 			// The agent stops processes, syncs, unmounts and powers off;
 			// an error here (a dead agent) leaves it to the grace period.
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -177,21 +253,182 @@ func (sb *Sandbox) stop(ctx context.Context, timeout time.Duration) error {
 		what = "killed: " + ctx.Err().Error()
 		waitErr = ctx.Err()
 	}
+	sb.release()
 	_, err := updateState(sb.dir, func(s *State) {
 		if !s.Status.Terminal() {
 			s.Status, s.Exit = status, what
 		}
 	})
-	return errors.Join(waitErr, err)
+	return errors.Join(waitErr, err, sb.afterStop())
 }
 
-// kill ends the sandbox process with SIGKILL and waits for it.
+// Kill ends the sandbox at once: a hard stop (the VM is torn down without a
+// guest shutdown, so unsynced guest writes are lost), SIGKILL if that takes
+// too long, and waits up to timeout (zero: DefaultKillTimeout) for the
+// process to go.
+func (sb *Sandbox) Kill(ctx context.Context, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultKillTimeout
+	}
+	if sb.client != nil {
+		sb.client.Close()
+	}
+	if !isDone(sb.done) {
+		if _, err := updateState(sb.dir, func(s *State) { s.Killed = true }); err != nil {
+			return err
+		}
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		sb.kill()
+	}()
+	select {
+	case <-killed:
+	case <-t.C:
+		return fmt.Errorf("%w: %s: sandbox process %d still there %v after SIGKILL", ErrStillRunning, sb.name, sb.pid, timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	sb.release()
+	_, err := updateState(sb.dir, func(s *State) {
+		if !s.Status.Terminal() {
+			s.Status, s.Exit = StatusStopped, "killed"
+		}
+	})
+	return errors.Join(err, sb.afterStop())
+}
+
+// afterStop removes an ephemeral sandbox once it ended.
+func (sb *Sandbox) afterStop() error {
+	st, err := ReadState(sb.dir)
+	if err != nil || !st.Config.Ephemeral {
+		return nil
+	}
+	return Remove(sb.rt, sb.name)
+}
+
+// kill hard-stops the sandbox process (SIGINT), escalates to SIGKILL
+// after hardStopGrace, and waits for it to end. For a process this handle
+// did not start, done closes within processPoll of its end.
 func (sb *Sandbox) kill() {
-	if sb.cmd == nil || sb.cmd.Process == nil {
+	if isDone(sb.done) {
 		return
 	}
-	sb.cmd.Process.Signal(syscall.SIGKILL)
+	syscall.Kill(sb.pid, syscall.SIGINT)
+	t := time.NewTimer(hardStopGrace)
+	defer t.Stop()
+	select {
+	case <-sb.done:
+		return
+	case <-t.C:
+	}
+	syscall.Kill(sb.pid, syscall.SIGKILL)
 	<-sb.done
+}
+
+// Detach lets the sandbox outlive this handle and this process: closing
+// the handle no longer stops it.
+func (sb *Sandbox) Detach() error {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.closed {
+		return fmt.Errorf("%w: %s", ErrClosed, sb.name)
+	}
+	if sb.watchdog == nil {
+		return nil
+	}
+	_, err := sb.watchdog.Write([]byte{detachByte})
+	sb.watchdog.Close()
+	sb.watchdog = nil
+	if err != nil {
+		return fmt.Errorf("sandbox: detach %s: %w", sb.name, err)
+	}
+	return nil
+}
+
+// Close releases the handle. An attached sandbox this handle owns then
+// stops (gracefully, in the background: WaitUntilStopped observes it); a
+// detached or connected one keeps running. A second Close is ErrClosed.
+func (sb *Sandbox) Close() error {
+	sb.mu.Lock()
+	if sb.closed {
+		sb.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrClosed, sb.name)
+	}
+	sb.closed = true
+	sb.mu.Unlock()
+	if sb.client != nil {
+		sb.client.Close()
+	}
+	sb.release()
+	return nil
+}
+
+// release closes the watchdog pipe and ends the liveness poller.
+func (sb *Sandbox) release() {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.watchdog != nil {
+		sb.watchdog.Close()
+		sb.watchdog = nil
+	}
+	if sb.quit != nil {
+		close(sb.quit)
+		sb.quit = nil
+	}
+}
+
+// Open connects to the running sandbox name. The handle does not own the
+// sandbox: closing it leaves the sandbox running. A stopped sandbox is
+// ErrNotRunning.
+func Open(ctx context.Context, rt Runtime, name string) (*Sandbox, error) {
+	rt.abs()
+	if !validName(name) {
+		return nil, fmt.Errorf("%w: sandbox name %q", ErrInvalidConfig, name)
+	}
+	st, err := Get(rt, name)
+	if err != nil {
+		return nil, err
+	}
+	if st.Status != StatusRunning {
+		return nil, fmt.Errorf("%w: %s is %s", ErrNotRunning, name, st.Status)
+	}
+	c, err := DialAgent(ctx, st.Socket)
+	if err != nil {
+		if !alive(st.PID, rt.sandboxDir(name)) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNotRunning, name, err)
+		}
+		return nil, err
+	}
+	sb := &Sandbox{
+		rt: rt, dir: rt.sandboxDir(name), name: name, pid: st.PID,
+		workdir: st.Workdir, user: st.User,
+		done: make(chan struct{}), quit: make(chan struct{}), client: c,
+	}
+	go sb.pollAlive(sb.quit)
+	return sb, nil
+}
+
+// pollAlive closes done when the sandbox process (not our child) is gone,
+// or returns when quit closes.
+func (sb *Sandbox) pollAlive(quit <-chan struct{}) {
+	t := time.NewTicker(processPoll)
+	defer t.Stop()
+	for {
+		if !alive(sb.pid, sb.dir) {
+			sb.waitErr = errors.New("sandbox process exited")
+			close(sb.done)
+			return
+		}
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Remove deletes a stopped or crashed sandbox's directory. A running one is

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,16 @@ type State struct {
 	Exit string `json:"exit,omitempty"`
 	// Socket is the agent control socket.
 	Socket string `json:"socket"`
+	// Workdir and User are the exec defaults resolved at creation (the
+	// configuration's, else the image's).
+	Workdir string `json:"workdir,omitempty"`
+	User    string `json:"user,omitempty"`
+	// DefaultCommand is the entrypoint and cmd ExecDefault runs (the
+	// configuration's, else the image's); empty when there is none.
+	DefaultCommand []string `json:"default_command,omitempty"`
+	// Killed records a requested kill, so that the end of the process is
+	// seen as stopped rather than crashed.
+	Killed bool   `json:"killed,omitempty"`
 	Config Config `json:"config"`
 }
 
@@ -123,14 +134,29 @@ func updateState(dir string, fn func(*State)) (*State, error) {
 	return st, nil
 }
 
-// alive reports whether a process pid exists (and is not a zombie we
-// could tell apart: the caller reaps its own children).
-func alive(pid int) bool {
+// alive reports whether pid is the sandbox process of the sandbox in dir:
+// it exists, is not a zombie, and its command line names dir (so that a
+// recycled pid is not mistaken for the sandbox).
+func alive(pid int, dir string) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || err == syscall.EPERM
+	if err := syscall.Kill(pid, 0); err != nil && err != syscall.EPERM {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	return len(args) == 3 && args[1] == HiddenCommand && args[2] == dir
 }
 
 // Get returns the state of the sandbox name, seeing a sandbox whose process
@@ -141,9 +167,13 @@ func Get(rt Runtime, name string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !st.Status.Terminal() && st.PID != 0 && !alive(st.PID) {
+	if !st.Status.Terminal() && st.PID != 0 && !alive(st.PID, dir) {
 		return updateState(dir, func(s *State) {
-			if !s.Status.Terminal() {
+			switch {
+			case s.Status.Terminal():
+			case s.Killed:
+				s.Status, s.Exit = StatusStopped, "killed"
+			default:
 				s.Status = StatusCrashed
 				if s.Exit == "" {
 					s.Exit = "sandbox process gone"

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -418,4 +420,56 @@ func signalEventFD(fd int) {
 	var one = [8]byte{1}
 	// EAGAIN means the counter is saturated: an interrupt is pending anyway.
 	unix.Write(fd, one[:])
+}
+
+// VCPUTime returns the CPU time the vCPU threads have spent so far, in
+// and out of the guest: each thread's scheduler run time
+// (/proc/self/task/TID/schedstat), or its user plus system time where the
+// kernel keeps no schedstat. It is zero before Run started the vCPUs and
+// after Run returned.
+func (m *Machine) VCPUTime() time.Duration {
+	m.mu.Lock()
+	tids := make([]int32, 0, len(m.vcpus))
+	for _, v := range m.vcpus {
+		if tid := v.tid.Load(); tid != 0 {
+			tids = append(tids, tid)
+		}
+	}
+	m.mu.Unlock()
+	var total time.Duration
+	for _, tid := range tids {
+		total += threadTime(int(tid))
+	}
+	return total
+}
+
+// threadTime reads the CPU time of thread tid of this process; zero when
+// the thread is gone.
+func threadTime(tid int) time.Duration {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", tid)); err == nil {
+		// "run_ns wait_ns timeslices"
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseUint(f[0], 10, 63); err == nil {
+				return time.Duration(ns)
+			}
+		}
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces: fields count from its closing ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	// utime and stime are fields 14 and 15 of stat(5), in clock ticks of
+	// USER_HZ, which is 100 on every Linux ABI.
+	ut, _ := strconv.ParseUint(f[11], 10, 63)
+	st, _ := strconv.ParseUint(f[12], 10, 63)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }

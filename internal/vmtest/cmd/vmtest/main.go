@@ -104,7 +104,23 @@ func runPerTest(ctx context.Context, cfg vmtest.Config, retries int) int {
 		fmt.Fprintf(os.Stderr, "vmtest: %v\n", err)
 		return 1
 	}
-	out, err := exec.CommandContext(ctx, bin, "-test.list", ".").Output()
+	// A -test.run of the caller selects which tests get a VM.
+	pattern, args := ".", []string{}
+	for i := 0; i < len(cfg.Args); i++ {
+		a := cfg.Args[i]
+		if v, ok := strings.CutPrefix(a, "-test.run="); ok {
+			pattern = v
+			continue
+		}
+		if a == "-test.run" && i+1 < len(cfg.Args) {
+			pattern = cfg.Args[i+1]
+			i++
+			continue
+		}
+		args = append(args, a)
+	}
+	cfg.Args = args
+	out, err := exec.CommandContext(ctx, bin, "-test.list", pattern).Output()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmtest: list the tests of %s: %v\n", cfg.Binary, err)
 		return 1
@@ -125,7 +141,6 @@ func runPerTest(ctx context.Context, cfg vmtest.Config, retries int) int {
 		defer cancel()
 		cfg.Timeout = 0
 	}
-	args := cfg.Args
 	first, failed, retried := 0, []string{}, []string{}
 	start := time.Now()
 	for _, name := range names {
