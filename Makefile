@@ -15,7 +15,7 @@ E2E_TIMEOUT ?= 30m
 # Binaries that run inside guests or the L1 VM have no dynamic loader there.
 STATIC = CGO_ENABLED=0
 
-.PHONY: all build test lint unit e2e bench kernel l1 fuzz clean FORCE
+.PHONY: all build run test lint unit e2e bench kernel l1 fuzz clean FORCE
 
 all: build
 
@@ -23,6 +23,15 @@ build:
 	$(GO) build ./...
 
 test: lint unit e2e
+
+# run: the main job in one command. msb runs a command in a microVM booted
+# from the local busybox test image and prints the guest's line; natively
+# where /dev/kvm is hardware KVM, else inside the nested L1 VM (vmtest picks).
+RUN_CMD ?= echo "Hello from $$(hostname), a microVM running Linux $$(uname -r) on $$(nproc) vCPU"
+run: kernel l1 build/l1init build/vmtest build/msb-agent build/msb build/busybox-oci.tar
+	build/vmtest -timeout 5m -file build/vmlinux -file build/msb-agent -file build/busybox-oci.tar \
+	  -env MSB_HOME=msb-home -env MSB_KERNEL=vmlinux -env MSB_AGENT=msb-agent \
+	  build/msb run -memory 128 oci-archive:busybox-oci.tar:busybox -- sh -c '$(RUN_CMD)'
 
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
@@ -51,11 +60,20 @@ e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/ms
 
 # Benchmarks print ratios against a peer measured in the same run, never
 # absolute targets: rootfs conversion vs mkfs.erofs on the host; boot time of
-# pkg/vmm vs QEMU microvm inside the harness.
-bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench
+# pkg/vmm vs QEMU microvm inside the harness; the SDK's exec round trip vs a
+# raw vsock echo through the same sandbox (and create → first exec).
+bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar
 	$(GO) run ./tests/convbench
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/bootbench -runs 7
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/msb-agent -file build/msb \
+	  -file build/vsockecho -file build/busybox-oci.tar build/sdkbench
+
+build/sdkbench: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/sdkbench
+
+build/vsockecho: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/vsockecho
 
 build/bootbench: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/bootbench

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent"
+	"github.com/microsandbox-go/microsandbox/pkg/oci"
 	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
 
@@ -158,6 +159,8 @@ func wrap(err error) error {
 		kind = ErrSandboxNotRunning
 	case errors.Is(err, sandbox.ErrClosed):
 		kind = ErrInvalidHandle
+	case errors.Is(err, sandbox.ErrImage) && errors.Is(err, oci.ErrNotFound):
+		kind = ErrImageNotFound
 	case errors.Is(err, sandbox.ErrImage):
 		kind = ErrImagePullFailed
 	case errors.Is(err, guestagent.ErrTimeout):

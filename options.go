@@ -40,6 +40,11 @@ type SandboxConfig struct {
 	MaxDuration time.Duration
 	// Ephemeral removes the sandbox's record once it stopped.
 	Ephemeral bool
+	// PullPolicy says when the image is fetched; "" means if-missing.
+	PullPolicy PullPolicy
+	// registry collects the registry options (credentials stay out of
+	// the exported, printable fields).
+	registry registryOptions
 	// Patches are applied to the root filesystem in order (WithPatches).
 	Patches []PatchConfig
 }

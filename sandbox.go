@@ -68,6 +68,10 @@ func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
 	if c.CmdSet {
 		sc.Cmd = append([]string{}, c.Cmd...)
 	}
+	sc.PullPolicy = string(c.PullPolicy)
+	if sc.Registry, err = c.registry.sandboxRegistry(); err != nil {
+		return sandbox.Config{}, err
+	}
 	return sc, nil
 }
 

@@ -72,6 +72,22 @@ type Config struct {
 	// Patches change the root filesystem before anything runs, in order
 	// (see Patch).
 	Patches []Patch `json:"patches,omitempty"`
+	// PullPolicy is "if-missing" (when ""), "always" or "never".
+	PullPolicy string `json:"pull_policy,omitempty"`
+	// Registry holds how to reach the image's registry. It is never
+	// persisted: it may hold a password.
+	Registry *Registry `json:"-"`
+}
+
+// Registry configures access to an image registry.
+type Registry struct {
+	// Username and Password are basic credentials; empty means the usual
+	// auth files.
+	Username, Password string
+	// Insecure allows plain HTTP and unverified TLS.
+	Insecure bool
+	// CACertificates are extra PEM CA certificates to trust.
+	CACertificates []byte
 }
 
 // reservedLabelPrefixes may not start a label key (upstream §1.2).
@@ -174,6 +190,11 @@ func (c *Config) Validate() error {
 		if strings.Contains(a, "\x00") {
 			bad("entrypoint or cmd argument %q contains NUL", a)
 		}
+	}
+	switch c.PullPolicy {
+	case "", "if-missing", "always", "never":
+	default:
+		bad("pull policy %q: want always, if-missing or never", c.PullPolicy)
 	}
 	if c.MaxDuration < 0 {
 		bad("max duration %v is negative", c.MaxDuration)

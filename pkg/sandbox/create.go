@@ -140,7 +140,7 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	if err := writeState(dir, st); err != nil {
 		return nil, err
 	}
-	im, rootPath, err := prepareImage(ctx, rt, cfg.Image)
+	im, rootPath, err := prepareImage(ctx, rt, &cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -15,16 +15,30 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/rootfs"
 )
 
-// prepareImage makes ref available in the image store (pull policy
-// if-missing) and returns the image and the path of its EROFS root, built
+// prepareImage makes the image of cfg available in the image store (by its
+// pull policy) and returns the image and the path of its EROFS root, built
 // once per image digest: concurrent creators serialize on a lock file and
 // the later ones find the image built.
-func prepareImage(ctx context.Context, rt *Runtime, ref string) (oci.Image, string, error) {
+func prepareImage(ctx context.Context, rt *Runtime, cfg *Config) (oci.Image, string, error) {
+	ref := cfg.Image
 	store, err := oci.New(oci.Config{Dir: rt.imagesDir()})
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	im, err := store.Pull(ctx, ref, oci.PullOptions{Policy: oci.PullIfMissing})
+	opts := oci.PullOptions{Policy: oci.PullIfMissing}
+	switch cfg.PullPolicy {
+	case "always":
+		opts.Policy = oci.PullAlways
+	case "never":
+		opts.Policy = oci.PullNever
+	}
+	if r := cfg.Registry; r != nil {
+		if r.Username != "" || r.Password != "" {
+			opts.Credentials = &oci.Credentials{Username: r.Username, Password: r.Password}
+		}
+		opts.Insecure, opts.CACertificates = r.Insecure, r.CACertificates
+	}
+	im, err := store.Pull(ctx, ref, opts)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: pull %s: %w", ErrImage, ref, err)
 	}
