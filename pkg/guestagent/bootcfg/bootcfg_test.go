@@ -179,6 +179,9 @@ func TestStatusString(t *testing.T) {
 	if got := bootcfg.StatusRootFailed.String(); got != "root filesystem assembly failed" {
 		t.Errorf("StatusRootFailed.String() = %q", got)
 	}
+	if got := bootcfg.StatusPatchFailed.String(); got != "root filesystem patch failed" {
+		t.Errorf("StatusPatchFailed.String() = %q", got)
+	}
 	if got := bootcfg.Status(200).String(); got != "status 200" {
 		t.Errorf("Status(200).String() = %q", got)
 	}
