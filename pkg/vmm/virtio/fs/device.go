@@ -76,8 +76,8 @@ type Device struct {
 	closed bool             // Close was called
 	queues []*virtio.Queue  // nil before Activate and after Reset
 	irq    virtio.Interrupt // nil before Activate and after Reset
-	req    []byte           // copy of the request being served
-	reply  []byte           // reply being built
+	head   []byte           // copy of the start of the request being served
+	reply  []byte           // scratch for building replies
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -186,7 +186,7 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.queues, d.irq = nil, nil
-	d.req, d.reply = nil, nil
+	d.head, d.reply = nil, nil
 	if err := d.backend.Close(); err != nil {
 		return fmt.Errorf("fs: close: %w", err)
 	}
@@ -225,32 +225,43 @@ func (d *Device) drain(index int) (irq virtio.Interrupt, signal, broken bool) {
 	return d.irq, q.NeedsInterrupt(), r.Broken
 }
 
-// serve copies the request out of c's readable buffers (at most
-// fuse.MaxRequestSize bytes, so the guest cannot change it while it is
-// checked and cannot make the device allocate), lets the backend answer it
-// into a reply no longer than c's writable space, and copies the reply
-// back. It returns the used length: the reply's, or 0 for none. The
-// caller holds d.mu.
+// serve copies the start of the request out of c's readable buffers (at
+// most fuse.HeadSize bytes: all of it but a WRITE payload, so the guest
+// cannot change what the server checks while it checks it) and lets the
+// backend answer it. READ and WRITE payloads move directly between guest
+// buffers and the host file. It returns the used length: the reply's, or
+// 0 for none. The caller holds d.mu.
 func (d *Device) serve(c *virtio.Chain) uint32 {
-	if d.req == nil {
+	if d.head == nil {
 		// Allocated on first use, not in New: a device the guest never
 		// drives costs no buffers.
-		d.req = make([]byte, fuse.MaxRequestSize)
+		d.head = make([]byte, fuse.HeadSize)
 		d.reply = make([]byte, fuse.MaxReplySize)
 	}
 	d.m.Requests.Add(1)
-	n := c.ReadableLen()
-	if n > uint64(len(d.req)) {
+	if c.ReadableLen() > fuse.MaxRequestSize {
 		d.m.Oversize.Add(1)
-		n = uint64(len(d.req))
 	}
-	k, _ := io.ReadFull(c, d.req[:n])
-	space := min(c.WritableLen(), uint64(len(d.reply)))
-	m := d.backend.Serve(d.req[:k], d.reply[:space])
+	n := min(c.ReadableLen(), uint64(len(d.head)))
+	k, _ := io.ReadFull(c, d.head[:n])
+	tail := skip(c.Readable(), k)
+	m := d.backend.ServeScattered(d.head[:k], tail, c.Writable(), d.reply)
 	if m <= 0 {
 		return 0
 	}
-	w, _ := c.Write(d.reply[:m])
 	d.m.Replies.Add(1)
-	return uint32(w)
+	return uint32(m)
+}
+
+// skip returns bufs without their first n bytes, leaving bufs unchanged.
+func skip(bufs [][]byte, n int) [][]byte {
+	for i, b := range bufs {
+		if n < len(b) {
+			out := make([][]byte, 0, len(bufs)-i)
+			out = append(out, b[n:])
+			return append(out, bufs[i+1:]...)
+		}
+		n -= len(b)
+	}
+	return nil
 }

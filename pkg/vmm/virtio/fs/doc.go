@@ -31,11 +31,13 @@
 // compare the server with direct syscalls only.
 //
 // Trust boundary: chains are walked by [virtio.Queue], which checks them
-// against guest RAM. The device copies at most fuse.MaxRequestSize bytes
-// of each request before the server parses it, so the guest cannot change
-// a request while it is checked, and caps the reply to the chain's
-// writable space; everything inside the request is checked by package
-// fuse. A chain with no writable space gets no reply (FORGET is such a
+// against guest RAM. The device copies the start of each request (at most
+// fuse.HeadSize bytes: everything but a WRITE payload) before the server
+// parses it, so the guest cannot change a request while it is checked;
+// READ and WRITE payloads move directly between the chain's buffers and
+// the host file (preadv, pwritev), and every reply is capped to the
+// chain's writable space. Everything inside the request is checked by
+// package fuse. A chain with no writable space gets no reply (FORGET is such a
 // request, on the hiprio queue). Bad chains are returned unused and
 // counted; a broken queue sets DEVICE_NEEDS_RESET. One notification serves
 // at most maxChainsPerNotify chains. Nothing the guest sends panics the
@@ -44,8 +46,8 @@
 // Goroutines: none. Requests are served synchronously inside QueueNotify,
 // one at a time under the device's mutex, so Reset and Close wait for a
 // request in progress. Interrupts are signalled after the mutex is
-// released. The 2 MiB of request and reply buffers are allocated on the
-// first request.
+// released. The request head and reply scratch buffers (8 KiB and 1 MiB)
+// are allocated on the first request.
 //
 // Testing: go test ./pkg/vmm/virtio/fs/... drives the device through the
 // virtio-mmio transport with the fake guest of package virtiotest (INIT,

@@ -33,6 +33,7 @@ const (
 	opGetattr = 3
 	opOpen    = 14
 	opRead    = 15
+	opWrite   = 16
 	opInit    = 26
 
 	entryOutSize = 128

@@ -12,8 +12,9 @@ type Metrics struct {
 	Requests atomic.Uint64
 	// Replies counts chains that got a reply written.
 	Replies atomic.Uint64
-	// Oversize counts requests longer than fuse.MaxRequestSize; only
-	// that much was copied, so the backend answers them EINVAL.
+	// Oversize counts chains whose readable part is longer than
+	// fuse.MaxRequestSize; the server reads no further than the request
+	// header's length, and refuses lengths past MaxRequestSize.
 	Oversize atomic.Uint64
 	// BadChains counts chains the queue rejected (a *virtio.QueueError),
 	// returned to the driver unused.

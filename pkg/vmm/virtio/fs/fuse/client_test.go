@@ -21,10 +21,32 @@ type client struct {
 	uid    uint32
 	gid    uint32
 	reply  []byte
+	// scratch is ServeScattered's scratch buffer. Requests with an even
+	// unique id go through ServeScattered, the others through Serve, so
+	// every test exercises both.
+	scratch []byte
 }
 
 func newClient(tb testing.TB, s *Server) *client {
-	return &client{tb: tb, s: s, reply: make([]byte, MaxReplySize)}
+	return &client{tb: tb, s: s, reply: make([]byte, MaxReplySize), scratch: make([]byte, MaxReplySize)}
+}
+
+// serve passes req to the server, scattered when its unique id is even:
+// the head copied, the rest in 1000-byte pieces, and the reply space in
+// pieces of c.reply so the reply lands contiguous.
+func (c *client) serve(req []byte) int {
+	if len(req) < 16 || le.Uint64(req[8:])%2 == 1 {
+		return c.s.Serve(req, c.reply)
+	}
+	head := bytes.Clone(req[:min(len(req), HeadSize)])
+	var tail [][]byte
+	for rest := req[len(head):]; len(rest) > 0; {
+		k := min(len(rest), 1000)
+		tail = append(tail, rest[:k])
+		rest = rest[k:]
+	}
+	reply := [][]byte{c.reply[:16], c.reply[16:16], c.reply[16:21], c.reply[21:4096], c.reply[4096:]}
+	return c.s.ServeScattered(head, tail, reply, c.scratch)
 }
 
 func u32(v uint32) []byte { return le.AppendUint32(nil, v) }
@@ -52,7 +74,7 @@ func (c *client) request(op uint32, node uint64, body ...[]byte) []byte {
 // the reply header is consistent. ok is false when there was no reply.
 func (c *client) raw(req []byte) (errno unix.Errno, payload []byte, ok bool) {
 	c.tb.Helper()
-	n := c.s.Serve(req, c.reply)
+	n := c.serve(req)
 	if n == 0 {
 		return 0, nil, false
 	}

@@ -149,25 +149,14 @@ func (s *Server) read(r *request) (int, unix.Errno) {
 	if off > 1<<62 {
 		return 0, unix.EINVAL
 	}
-	n := min(int(size), MaxRead, len(r.out))
-	got := 0
-	for got < n {
-		k, err := unix.Pread(h.fd, r.out[got:n], int64(off)+int64(got))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			if got > 0 {
-				break
-			}
-			return 0, errno(err)
-		}
-		if k == 0 {
-			break
-		}
-		got += k
+	if r.vec != nil {
+		n := min(int(size), MaxRead, r.vecLen)
+		got, err := preadFull(h.fd, limit(r.vec, n), int64(off))
+		return got, errno(err)
 	}
-	return got, 0
+	n := min(int(size), MaxRead, len(r.out))
+	got, err := preadFull(h.fd, [][]byte{r.out[:n]}, int64(off))
+	return got, errno(err)
 }
 
 // write answers WRITE. The payload must follow the fixed header in the
@@ -175,7 +164,7 @@ func (s *Server) read(r *request) (int, unix.Errno) {
 func (s *Server) write(r *request) (int, unix.Errno) {
 	in := r.in.fixed(writeInSize)
 	fh, off, size := le.Uint64(in[0:]), le.Uint64(in[8:]), le.Uint32(in[16:])
-	if size > MaxWrite || uint64(size) > uint64(len(r.in.b)) {
+	if size > MaxWrite || int(size) > len(r.in.b)+totalLen(r.tail) {
 		s.m.BadRequests.Add(1)
 		return 0, unix.EINVAL
 	}
@@ -186,7 +175,8 @@ func (s *Server) write(r *request) (int, unix.Errno) {
 	if e != 0 {
 		return 0, e
 	}
-	data := r.in.b[:size]
+	data := limit(append([][]byte{r.in.b}, r.tail...), int(size))
+	end := off + uint64(size)
 	var cur int64 = -1
 	if s.cfg.QuotaBytes > 0 {
 		var st unix.Stat_t
@@ -194,26 +184,23 @@ func (s *Server) write(r *request) (int, unix.Errno) {
 			return 0, errno(err)
 		}
 		cur = st.Size
-		if e := s.charge(uint64(cur), max(uint64(cur), off+uint64(size))); e != 0 {
+		if e := s.charge(uint64(cur), max(uint64(cur), end)); e != 0 {
 			return 0, e
 		}
 	}
-	done := 0
-	for done < len(data) {
-		k, err := unix.Pwrite(h.fd, data[done:], int64(off)+int64(done))
-		if err == unix.EINTR {
-			continue
+	done, err := pwriteFull(h.fd, data, int64(off))
+	if err != nil || done < int(size) {
+		if cur >= 0 {
+			// Recount from what the file became.
+			s.uncharge(uint64(cur), max(uint64(cur), end))
+			var st unix.Stat_t
+			if unix.Fstat(h.fd, &st) == nil {
+				s.charge(uint64(cur), max(uint64(cur), uint64(st.Size)))
+			}
 		}
 		if err != nil {
-			if cur >= 0 {
-				s.uncharge(uint64(cur), max(uint64(cur), off+uint64(size)))
-			}
-			if done > 0 {
-				break
-			}
 			return 0, errno(err)
 		}
-		done += k
 	}
 	le.PutUint32(r.out[0:], uint32(done))
 	le.PutUint32(r.out[4:], 0)

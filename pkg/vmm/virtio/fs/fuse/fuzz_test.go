@@ -3,6 +3,7 @@
 package fuse
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,7 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FuzzServe feeds a sequence of arbitrary requests to a server whose guest
+// FuzzServe feeds a sequence of arbitrary requests, through Serve or (odd
+// replySpace) ServeScattered, to a server whose guest
 // already holds a file (node 2, handle 1), a directory (node 3, handle 2)
 // and a symlink pointing outside (node 4). The input is split into
 // requests by their header lengths. The server must never panic, never
@@ -55,6 +57,7 @@ func FuzzServe(f *testing.F) {
 		c.lookup(RootID, "link")
 
 		reply := make([]byte, replySpace)
+		scratch := make([]byte, MaxReplySize)
 		for len(input) > 0 {
 			req := input
 			if len(input) >= InHeaderSize {
@@ -63,7 +66,20 @@ func FuzzServe(f *testing.F) {
 				}
 			}
 			input = input[len(req):]
-			n := s.Serve(req, reply)
+			var n int
+			if replySpace%2 == 0 {
+				n = s.Serve(req, reply)
+			} else {
+				// Scattered: head copied, the rest in 5-byte pieces,
+				// the reply space in pieces of reply.
+				head := bytes.Clone(req[:min(len(req), HeadSize)])
+				var tail [][]byte
+				for rest := req[len(head):]; len(rest) > 0; rest = rest[min(len(rest), 5):] {
+					tail = append(tail, rest[:min(len(rest), 5)])
+				}
+				cut := min(len(reply), 7)
+				n = s.ServeScattered(head, tail, [][]byte{reply[:cut], nil, reply[cut:]}, scratch)
+			}
 			if n < 0 || n > len(reply) {
 				t.Fatalf("reply of %d bytes into %d", n, len(reply))
 			}

@@ -177,10 +177,13 @@ func (s *Server) Close() error {
 
 // request is one request being served.
 type request struct {
-	hdr  inHeader
-	in   body   // bytes after the header, up to hdr.len
-	out  []byte // reply payload space, after the out header
-	node *node  // the header's node, when the op names one
+	hdr    inHeader
+	in     body     // bytes after the header, up to hdr.len
+	tail   [][]byte // WRITE payload past in, in place (ServeScattered)
+	out    []byte   // reply payload space, after the out header
+	vec    [][]byte // READ payload space in place, after the out header (ServeScattered)
+	vecLen int      // total length of vec
+	node   *node    // the header's node, when the op names one
 }
 
 // op describes how an opcode is served.
@@ -216,7 +219,18 @@ func (s *Server) Serve(req, reply []byte) int {
 	if len(reply) < OutHeaderSize {
 		reply = nil
 	}
-	n, errno, noReply := s.serve(hdr, req, reply)
+	if hdr.len < InHeaderSize || uint64(hdr.len) > uint64(len(req)) {
+		s.m.BadRequests.Add(1)
+		if reply == nil {
+			return 0
+		}
+		return errorReply(reply, hdr.unique, unix.EINVAL)
+	}
+	r := &request{hdr: hdr, in: newBody(req[InHeaderSize:hdr.len])}
+	if reply != nil {
+		r.out = reply[OutHeaderSize:]
+	}
+	n, errno, noReply := s.serve(r)
 	if noReply || reply == nil {
 		return 0
 	}
@@ -233,11 +247,10 @@ func errorReply(reply []byte, unique uint64, errno unix.Errno) int {
 	return OutHeaderSize
 }
 
-func (s *Server) serve(hdr inHeader, req, reply []byte) (int, unix.Errno, bool) {
-	if hdr.len < InHeaderSize || uint64(hdr.len) > uint64(len(req)) {
-		s.m.BadRequests.Add(1)
-		return 0, unix.EINVAL, false
-	}
+// serve checks r against the op table and the server's state and runs its
+// handler. r.out is nil when there is no room for a reply.
+func (s *Server) serve(r *request) (int, unix.Errno, bool) {
+	hdr := r.hdr
 	if hdr.opcode >= opMax || s.opsTable[hdr.opcode].fn == nil {
 		s.m.Unsupported.Add(1)
 		return 0, unix.ENOSYS, false
@@ -251,10 +264,6 @@ func (s *Server) serve(hdr inHeader, req, reply []byte) (int, unix.Errno, bool) 
 	if !s.initialized && hdr.opcode != opInit {
 		s.m.BadRequests.Add(1)
 		return 0, unix.EIO, o.noReply
-	}
-	r := &request{hdr: hdr, in: newBody(req[InHeaderSize:hdr.len])}
-	if reply != nil {
-		r.out = reply[OutHeaderSize:]
 	}
 	if !o.noReply && len(r.out) < o.out {
 		s.m.BadRequests.Add(1)
