@@ -177,6 +177,14 @@ func (h *SandboxHandle) Ping(ctx context.Context) (*SandboxPingResult, error) {
 	return sb.Ping(ctx)
 }
 
+// Touch records activity on the running sandbox (see Sandbox.Touch).
+func (h *SandboxHandle) Touch(ctx context.Context) (*SandboxTouchResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	return touch(h.st.Name)
+}
+
 // SandboxPage is one page of ListSandboxesWith.
 type SandboxPage struct {
 	Sandboxes []*SandboxHandle

@@ -38,8 +38,15 @@ type SandboxConfig struct {
 	ReplaceWithTimeout *time.Duration
 	// MaxDuration stops the sandbox that long after boot; zero: never.
 	MaxDuration time.Duration
+	// IdleTimeout stops the sandbox after that long without activity;
+	// zero: never.
+	IdleTimeout time.Duration
 	// Ephemeral removes the sandbox's record once it stopped.
 	Ephemeral bool
+	// Scripts are merged across WithScripts calls.
+	Scripts map[string]string
+	// RootDisk is the writable layer; nil means a managed 4096 MiB disk.
+	RootDisk *RootDiskConfig
 	// PullPolicy says when the image is fetched; "" means if-missing.
 	PullPolicy PullPolicy
 	// registry collects the registry options (credentials stay out of
@@ -112,6 +119,19 @@ func WithLabel(key, value string) SandboxOption {
 	return WithLabels(map[string]string{key: value})
 }
 
+// WithScripts installs each script as the executable /.msb/scripts/NAME,
+// a directory first on PATH, so Exec(NAME) runs it. Repeated calls merge.
+func WithScripts(scripts map[string]string) SandboxOption {
+	return func(c *SandboxConfig) {
+		if c.Scripts == nil {
+			c.Scripts = map[string]string{}
+		}
+		for k, v := range scripts {
+			c.Scripts[k] = v
+		}
+	}
+}
+
 // WithShell sets the shell AttachShell runs; default /bin/sh. (Shell and
 // ShellStream always use /bin/sh -c, as upstream's Go SDK does.)
 func WithShell(path string) SandboxOption { return func(c *SandboxConfig) { c.Shell = path } }
@@ -144,6 +164,13 @@ func WithReplaceWithTimeout(d time.Duration) SandboxOption {
 // booted; zero means no limit.
 func WithMaxDuration(d time.Duration) SandboxOption {
 	return func(c *SandboxConfig) { c.MaxDuration = ceilDuration(d, time.Second) }
+}
+
+// WithIdleTimeout stops the sandbox after d (rounded up to a second)
+// without activity: an exec, a file operation or a Touch through this
+// package. Zero means never.
+func WithIdleTimeout(d time.Duration) SandboxOption {
+	return func(c *SandboxConfig) { c.IdleTimeout = ceilDuration(d, time.Second) }
 }
 
 // WithEphemeral removes the sandbox's record and files once it stopped.

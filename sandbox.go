@@ -64,11 +64,16 @@ func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
 		Detached: c.Detached, Labels: c.Labels, Network: net,
 		Patches:    sandboxPatches(c.Patches),
 		Entrypoint: c.Entrypoint, MaxDuration: c.MaxDuration, Ephemeral: c.Ephemeral,
+		IdleTimeout: c.IdleTimeout,
 	}
 	if c.CmdSet {
 		sc.Cmd = append([]string{}, c.Cmd...)
 	}
 	sc.PullPolicy = string(c.PullPolicy)
+	sc.Scripts = c.Scripts
+	if c.RootDisk != nil {
+		sc.RootDisk = &sandbox.RootDisk{Kind: string(c.RootDisk.kind), SizeMiB: c.RootDisk.sizeMiB}
+	}
 	if sc.Registry, err = c.registry.sandboxRegistry(); err != nil {
 		return sandbox.Config{}, err
 	}
@@ -319,6 +324,30 @@ func (s *Sandbox) Ping(ctx context.Context) (*SandboxPingResult, error) {
 		return nil, wrap(err)
 	}
 	return &SandboxPingResult{Name: s.sb.Name(), Latency: time.Since(start)}, nil
+}
+
+// SandboxTouchResult is the outcome of a Touch.
+type SandboxTouchResult struct {
+	Name string
+	// ActivitySeq grows by one with every Touch.
+	ActivitySeq uint64
+}
+
+// Touch records activity, resetting the idle timer (WithIdleTimeout). A
+// stopped sandbox is ErrSandboxNotRunning; Touch never starts one.
+func (s *Sandbox) Touch(ctx context.Context) (*SandboxTouchResult, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return touch(s.sb.Name())
+}
+
+func touch(name string) (*SandboxTouchResult, error) {
+	seq, err := sandbox.Touch(sandbox.DefaultRuntime(), name)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &SandboxTouchResult{Name: name, ActivitySeq: seq}, nil
 }
 
 // ExecOutput is a finished command's output.

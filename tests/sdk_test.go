@@ -115,6 +115,11 @@ func TestSDKLifecycle(t *testing.T) {
 		t.Errorf("the sandbox after closing a connected handle: %q", got)
 	}
 
+	// The default root disk is a managed disk: what is written survives a
+	// stop and a start.
+	if err := sb.FS().WriteString(ctx, "/root/persisted", "kept"); err != nil {
+		t.Fatal(err)
+	}
 	// Closing the owning handle stops the sandbox; its record stays.
 	if err := sb.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -141,6 +146,9 @@ func TestSDKLifecycle(t *testing.T) {
 	}
 	if got := mustExec(ctx, t, sb2, "hostname"); got != "life\n" {
 		t.Errorf("hostname after Start = %q", got)
+	}
+	if got, err := sb2.FS().ReadString(ctx, "/root/persisted"); got != "kept" || err != nil {
+		t.Errorf("a file written before the stop, after Start: %q, %v; want \"kept\"", got, err)
 	}
 	if _, err := microsandbox.StartSandbox(ctx, "life"); !microsandbox.IsKind(err, microsandbox.ErrSandboxStillRunning) {
 		t.Errorf("StartSandbox of a running sandbox = %v, want ErrSandboxStillRunning", err)
@@ -195,6 +203,27 @@ func TestSDKLifecycle(t *testing.T) {
 		t.Errorf("detached sandbox after Stop: %s", s)
 	}
 
+	// Idle timeout (Touch resets it) and max duration stop sandboxes on
+	// their own.
+	idle := createSandbox(ctx, t, "idle", image, microsandbox.WithMemory(128), microsandbox.WithIdleTimeout(3*time.Second))
+	r1, err1 := idle.Touch(ctx)
+	r2, err2 := idle.Touch(ctx)
+	if err1 != nil || err2 != nil || r1.ActivitySeq == 0 || r2.ActivitySeq != r1.ActivitySeq+1 {
+		t.Errorf("Touch twice = %+v %v, %+v %v; want growing sequence numbers", r1, err1, r2, err2)
+	}
+	maxd := createSandbox(ctx, t, "maxd", image, microsandbox.WithMemory(128), microsandbox.WithMaxDuration(3*time.Second))
+	for _, sb := range []*microsandbox.Sandbox{idle, maxd} {
+		wctx, wcancel := context.WithTimeout(ctx, vmtest.Scale(60*time.Second))
+		res, err := sb.WaitUntilStopped(wctx)
+		wcancel()
+		if err != nil || res.Status != microsandbox.SandboxStatusStopped {
+			t.Errorf("%s: WaitUntilStopped = %+v, %v; want stopped on its own", sb.Name(), res, err)
+		}
+	}
+	if _, err := idle.Touch(ctx); !microsandbox.IsKind(err, microsandbox.ErrSandboxNotRunning) {
+		t.Errorf("Touch of a stopped sandbox = %v, want ErrSandboxNotRunning", err)
+	}
+
 	// Cancellation returns promptly with "context canceled".
 	cctx, ccancel := context.WithCancel(ctx)
 	go func() { time.Sleep(200 * time.Millisecond); ccancel() }()
@@ -218,7 +247,14 @@ func TestSDKOperations(t *testing.T) {
 	image := setupRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), sandboxTestTimeout)
 	defer cancel()
-	sb := createSandbox(ctx, t, "ops", image, microsandbox.WithCPUs(2))
+	sb := createSandbox(ctx, t, "ops", image, microsandbox.WithCPUs(2),
+		microsandbox.WithScripts(map[string]string{"greet": "#!/bin/sh\necho \"hello $1 from a script\"\n"}))
+
+	t.Run("scripts", func(t *testing.T) {
+		if got := mustExec(ctx, t, sb, "greet", "you"); got != "hello you from a script\n" {
+			t.Errorf("script greet = %q", got)
+		}
+	})
 
 	t.Run("stream events", func(t *testing.T) {
 		h, err := sb.ShellStream(ctx, "echo out; echo err >&2; exit 4")
@@ -517,7 +553,12 @@ func TestSDKNetwork(t *testing.T) {
 		t.Errorf("read from %s = %q, want the guest's line", addr, got)
 	}
 
-	none := createSandbox(ctx, t, "nonet", image, microsandbox.WithMemory(128), microsandbox.WithNetwork(microsandbox.NetworkPolicy.None()))
+	none := createSandbox(ctx, t, "nonet", image, microsandbox.WithMemory(128),
+		microsandbox.WithNetwork(microsandbox.NetworkPolicy.None()),
+		microsandbox.WithRootDisk(microsandbox.RootDisk.Tmpfs(microsandbox.RootDiskTmpfsOptions{SizeMiB: 32})))
+	if got := mustExec(ctx, t, none, "df", "-m", "/"); !strings.Contains(got, "32") {
+		t.Errorf("df / with a 32 MiB tmpfs root disk: %q", got)
+	}
 	if got := mustExec(ctx, t, none, "ls", "/sys/class/net"); strings.Contains(got, "eth") || !strings.Contains(got, "lo") {
 		t.Errorf("interfaces under NetworkPolicy.None = %q, want lo and no eth0", got)
 	}

@@ -67,11 +67,21 @@ type Config struct {
 	Cmd        []string `json:"cmd"`
 	// MaxDuration, if positive, stops the sandbox that long after boot.
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
+	// IdleTimeout, if positive, stops the sandbox after that long without
+	// activity (an exec, a file operation or a Touch through this
+	// package).
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 	// Ephemeral removes the sandbox's record and files once it stopped.
 	Ephemeral bool `json:"ephemeral,omitempty"`
 	// Patches change the root filesystem before anything runs, in order
 	// (see Patch).
 	Patches []Patch `json:"patches,omitempty"`
+	// Scripts are installed as executable files /.msb/scripts/NAME, a
+	// directory put first on PATH, so that Exec("NAME") runs them.
+	Scripts map[string]string `json:"scripts,omitempty"`
+	// RootDisk is the writable layer; nil means a managed disk of
+	// DefaultRootDiskMiB.
+	RootDisk *RootDisk `json:"root_disk,omitempty"`
 	// PullPolicy is "if-missing" (when ""), "always" or "never".
 	PullPolicy string `json:"pull_policy,omitempty"`
 	// Registry holds how to reach the image's registry. It is never
@@ -199,7 +209,18 @@ func (c *Config) Validate() error {
 	if c.MaxDuration < 0 {
 		bad("max duration %v is negative", c.MaxDuration)
 	}
+	if c.IdleTimeout < 0 {
+		bad("idle timeout %v is negative", c.IdleTimeout)
+	}
 	if err := c.Network.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for name := range c.Scripts {
+		if !validName(name) || len(name) > 255 {
+			bad("script name %q: want a file name of letters, digits, '.', '_' or '-'", name)
+		}
+	}
+	if err := c.RootDisk.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, validatePatches(c.Patches)...)

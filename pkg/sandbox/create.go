@@ -146,19 +146,40 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	}
 	ic := im.Config()
 	boot := bootConfig(cfg, ic)
-	if boot.Patches, err = bootPatches(cfg.Patches, cfg.MemoryMiB); err != nil {
+	if boot.Patches, err = bootPatches(append(scriptPatches(cfg.Scripts), cfg.Patches...), cfg.MemoryMiB); err != nil {
 		return nil, err
 	}
 	if cfg.Network.enabled() {
 		boot.Network = guestNetwork()
 	}
-	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
-		return nil, err
-	}
 	spec := vmSpec{
 		Kernel: rt.Kernel, Initrd: filepath.Join(dir, initrdFile), Rootfs: rootPath,
 		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs), Network: cfg.Network,
-		MaxDuration: cfg.MaxDuration,
+		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout,
+	}
+	switch cfg.RootDisk.kind() {
+	case RootDiskManaged:
+		if spec.Upper, err = makeRootDisk(ctx, dir, cfg.RootDisk); err != nil {
+			return nil, err
+		}
+		boot.Root.Upper.Device = guestUpperDevice
+	case RootDiskTmpfs:
+		if cfg.RootDisk.SizeMiB > 0 {
+			boot.Root.Upper.Size = fmt.Sprintf("%dm", cfg.RootDisk.SizeMiB)
+		}
+	}
+	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
+		return nil, err
+	}
+	if spec.Upper != "" && len(boot.Patches) > 0 {
+		// The disk keeps the patched files: later boots must not patch
+		// again (a Text patch would find its file and fail).
+		again := *boot
+		again.Patches = nil
+		spec.RestartInitrd = filepath.Join(dir, restartInitrdFile)
+		if err := writeInitramfs(rt.Agent, spec.RestartInitrd, &again); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := updateState(dir, func(s *State) {
 		s.Workdir, s.User = boot.Workdir, boot.User
@@ -167,6 +188,31 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 		return nil, err
 	}
 	return boot1(ctx, rt, dir, &spec, !cfg.Detached)
+}
+
+// defaultPath is the guest PATH when neither the image nor the
+// configuration sets one (the agent's default).
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// ScriptsDir holds Config.Scripts in the guest; it comes first on PATH.
+const ScriptsDir = "/.msb/scripts"
+
+// scriptPatches installs scripts as executable files in ScriptsDir.
+func scriptPatches(scripts map[string]string) []Patch {
+	if len(scripts) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(scripts))
+	for n := range scripts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	mode := uint32(0o755)
+	ps := []Patch{{Kind: PatchMkdir, Path: ScriptsDir, Mode: &mode}}
+	for _, n := range names {
+		ps = append(ps, Patch{Kind: PatchText, Path: ScriptsDir + "/" + n, Content: scripts[n], Mode: &mode, Replace: true})
+	}
+	return ps
 }
 
 // defaultCommand is what ExecDefault runs: the entrypoint and cmd of cfg,
@@ -253,6 +299,9 @@ func Start(ctx context.Context, rt Runtime, name string, attached bool) (*Sandbo
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return nil, fmt.Errorf("sandbox: start %s: %s: %w", name, vmFile, err)
 	}
+	if spec.RestartInitrd != "" {
+		spec.Initrd = spec.RestartInitrd
+	}
 	sb, err := boot1(ctx, &rt, dir, &spec, attached)
 	if err != nil {
 		updateState(dir, func(s *State) {
@@ -288,6 +337,14 @@ func bootConfig(cfg Config, ic oci.ImageConfig) *bootcfg.Config {
 			order = append(order, k)
 		}
 		env[k] = cfg.Env[k]
+	}
+	if len(cfg.Scripts) > 0 {
+		path, ok := env["PATH"]
+		if !ok {
+			order = append(order, "PATH")
+			path = defaultPath
+		}
+		env["PATH"] = ScriptsDir + ":" + path
 	}
 	b := &bootcfg.Config{Hostname: cfg.Hostname, Workdir: cfg.Workdir, User: cfg.User}
 	for _, k := range order {

@@ -5,6 +5,8 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -66,6 +68,41 @@ func WaitStopped(ctx context.Context, rt Runtime, name string) (*State, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-t.C:
+		}
+	}
+}
+
+// Touch records activity on the running sandbox name (resetting its idle
+// timer) and returns the new activity sequence number, which grows by one
+// per Touch.
+func Touch(rt Runtime, name string) (uint64, error) {
+	rt.abs()
+	if !validName(name) {
+		return 0, fmt.Errorf("%w: sandbox name %q", ErrInvalidConfig, name)
+	}
+	dir := rt.sandboxDir(name)
+	st, err := Get(rt, name)
+	if err != nil {
+		return 0, err
+	}
+	if st.Status != StatusRunning {
+		return 0, fmt.Errorf("%w: %s is %s", ErrNotRunning, name, st.Status)
+	}
+	st, err = updateState(dir, func(s *State) { s.ActivitySeq++ })
+	if err != nil {
+		return 0, err
+	}
+	markActivity(dir)
+	return st.ActivitySeq, nil
+}
+
+// markActivity sets the activity file's time to now (creating it).
+func markActivity(dir string) {
+	p := filepath.Join(dir, activityFile)
+	now := time.Now()
+	if err := os.Chtimes(p, now, now); err != nil {
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600); err == nil {
+			f.Close()
 		}
 	}
 }

@@ -32,7 +32,8 @@ const (
 
 // Patch is one change to the sandbox's root filesystem, made in its
 // writable layer before anything runs in it; Config.Patches apply in
-// order, at every boot (the writable layer is a tmpfs, fresh each boot).
+// order at the first boot, and again at every boot of a sandbox whose
+// writable layer is a tmpfs (a managed root disk keeps them).
 // Guest paths are absolute and clean, not "/", and not in /proc, /sys or
 // /dev. Text, File, CopyFile and Symlink fail on an existing path unless
 // Replace, and never replace a directory; CopyDir merges into an existing

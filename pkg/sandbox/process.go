@@ -54,12 +54,17 @@ const statsInterval = time.Second
 
 // vmSpec is what the sandbox process needs to run the VM (vm.json).
 type vmSpec struct {
-	Kernel    string   `json:"kernel"`
-	Initrd    string   `json:"initrd"`
-	Rootfs    string   `json:"rootfs"`
-	MemoryMiB int      `json:"memory_mib"`
-	CPUs      int      `json:"cpus"`
-	Network   *Network `json:"network,omitempty"`
+	Kernel string `json:"kernel"`
+	Initrd string `json:"initrd"`
+	Rootfs string `json:"rootfs"`
+	// Upper is the managed root disk (ext4 image, attached writable after
+	// the root); "" for a tmpfs upper.
+	Upper string `json:"upper,omitempty"`
+	// RestartInitrd, if set, replaces Initrd on later boots.
+	RestartInitrd string   `json:"restart_initrd,omitempty"`
+	MemoryMiB     int      `json:"memory_mib"`
+	CPUs          int      `json:"cpus"`
+	Network       *Network `json:"network,omitempty"`
 	// Watchdog: the process inherited the owner's watchdog pipe.
 	Watchdog bool `json:"watchdog,omitempty"`
 	// StopGrace is how long a requested stop waits for the guest to power
@@ -67,6 +72,9 @@ type vmSpec struct {
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
 	// MaxDuration, if positive, stops the sandbox that long after boot.
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
+	// IdleTimeout, if positive, stops the sandbox after that long without
+	// activity (the activity file's modification time).
+	IdleTimeout time.Duration `json:"idle_timeout,omitempty"`
 }
 
 // Stats is what the sandbox process reports about its VM (stats.json),
@@ -143,7 +151,19 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
 	}
 	defer vs.Close()
-	devices := []virtio.Device{root, vs, rng.New()}
+	devices := []virtio.Device{root}
+	disks := []*blk.Device{root}
+	if spec.Upper != "" {
+		// Second, so that the guest names it /dev/vdb.
+		upper, err := blk.New(blk.Config{Path: spec.Upper, ID: "upper"})
+		if err != nil {
+			return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
+		}
+		defer upper.Close()
+		devices = append(devices, upper)
+		disks = append(disks, upper)
+	}
+	devices = append(devices, vs, rng.New())
 	var net *nic
 	if spec.Network.enabled() {
 		if net, err = newNIC(spec.Network); err != nil {
@@ -187,14 +207,30 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 	var proxyErr error
 	wg.Go(func() { proxyErr = proxy.Run(ctx) })
 	wg.Go(func() {
-		var maxDur <-chan time.Time
+		var maxDur, idleCheck <-chan time.Time
 		if spec.MaxDuration > 0 {
 			t := time.NewTimer(spec.MaxDuration)
 			defer t.Stop()
 			maxDur = t.C
 		}
+		start := time.Now()
+		if spec.IdleTimeout > 0 {
+			t := time.NewTicker(min(time.Second, spec.IdleTimeout))
+			defer t.Stop()
+			idleCheck = t.C
+		}
 		for {
 			select {
+			case <-idleCheck:
+				last := start
+				if fi, err := os.Stat(filepath.Join(dir, activityFile)); err == nil && fi.ModTime().After(last) {
+					last = fi.ModTime()
+				}
+				if time.Since(last) >= spec.IdleTimeout {
+					fmt.Fprintf(os.Stderr, "sandbox process: idle for %v; stopping\n", spec.IdleTimeout)
+					requestStop()
+					idleCheck = nil
+				}
 			case s := <-sigs:
 				if s == syscall.SIGINT {
 					// The hard stop (Kill): end the VM now, and the
@@ -240,7 +276,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		defer stopWatch()
 	}
 	booted := time.Now().UTC()
-	wg.Go(func() { writeStats(ctx, dir, booted, m, root, net) })
+	wg.Go(func() { writeStats(ctx, dir, booted, m, disks, net) })
 
 	exit, runErr := m.Run(ctx)
 	cancel()
@@ -306,7 +342,7 @@ func gracefulStop(ctx context.Context, vs *vsock.Device, m *vmm.Machine, grace t
 }
 
 // writeStats rewrites stats.json every statsInterval until ctx ends.
-func writeStats(ctx context.Context, dir string, booted time.Time, m *vmm.Machine, root *blk.Device, net *nic) {
+func writeStats(ctx context.Context, dir string, booted time.Time, m *vmm.Machine, disks []*blk.Device, net *nic) {
 	t := time.NewTicker(statsInterval)
 	defer t.Stop()
 	path := filepath.Join(dir, statsFile)
@@ -314,8 +350,11 @@ func writeStats(ctx context.Context, dir string, booted time.Time, m *vmm.Machin
 	ncpu := float64(runtime.NumCPU())
 	for {
 		s := Stats{Time: time.Now().UTC(), Booted: booted, VCPUTime: m.VCPUTime()}
-		bm := root.Metrics()
-		s.DiskReadBytes, s.DiskWriteBytes = bm.ReadBytes.Load(), bm.WriteBytes.Load()
+		for _, d := range disks {
+			bm := d.Metrics()
+			s.DiskReadBytes += bm.ReadBytes.Load()
+			s.DiskWriteBytes += bm.WriteBytes.Load()
+		}
 		if net != nil {
 			st := net.stack.Stats()
 			s.NetRxBytes, s.NetTxBytes = st.BytesToGuest, st.BytesFromGuest

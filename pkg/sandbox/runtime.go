@@ -137,10 +137,16 @@ const (
 	stateLockFile = "state.lock"
 	vmFile        = "vm.json"
 	initrdFile    = "initramfs.cpio"
-	socketFile    = "agent.sock"
-	consoleFile   = "console.log"
-	runtimeLog    = "runtime.log"
-	statsFile     = "stats.json"
+	// restartInitrdFile boots a sandbox with a managed root disk again:
+	// the first boot's configuration without its patches.
+	restartInitrdFile = "initramfs-restart.cpio"
+	socketFile        = "agent.sock"
+	consoleFile       = "console.log"
+	runtimeLog        = "runtime.log"
+	statsFile         = "stats.json"
+	// activityFile's modification time is the sandbox's last activity
+	// (IdleTimeout).
+	activityFile = "activity"
 )
 
 // SocketPath is the agent socket of the sandbox in dir.

@@ -87,6 +87,7 @@ func (sb *Sandbox) Agent() (*host.Client, error) {
 	case isDone(sb.done):
 		return nil, fmt.Errorf("%w: %s", ErrNotRunning, sb.name)
 	}
+	markActivity(sb.dir)
 	return sb.client, nil
 }
 

@@ -47,8 +47,10 @@ type State struct {
 	DefaultCommand []string `json:"default_command,omitempty"`
 	// Killed records a requested kill, so that the end of the process is
 	// seen as stopped rather than crashed.
-	Killed bool   `json:"killed,omitempty"`
-	Config Config `json:"config"`
+	Killed bool `json:"killed,omitempty"`
+	// ActivitySeq counts Touch calls.
+	ActivitySeq uint64 `json:"activity_seq,omitempty"`
+	Config      Config `json:"config"`
 }
 
 // lockState takes the sandbox directory's state lock (flock, exclusive)
