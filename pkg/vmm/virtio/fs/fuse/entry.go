@@ -6,6 +6,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// permBits returns the permission bits of a mode the guest asks for. The
+// set-user-ID bit, and set-group-ID on anything but a directory, are
+// dropped unless Config.AllowSetuid: a guest must not leave a setuid
+// executable on the host for a host user to run. (Set-group-ID on a
+// directory only makes new entries inherit its group.)
+func (s *Server) permBits(mode uint32, dir bool) uint32 {
+	m := mode & 0o7777
+	if !s.cfg.AllowSetuid {
+		m &^= unix.S_ISUID
+		if !dir {
+			m &^= unix.S_ISGID
+		}
+	}
+	return m
+}
+
 // name reads the next NUL-terminated name from r's body and checks it is a
 // single component (validName).
 func (s *Server) name(r *request) (string, unix.Errno) {
@@ -116,7 +132,7 @@ func (s *Server) setattr(r *request) (int, unix.Errno) {
 		if n.isSymlink() {
 			return 0, unix.EOPNOTSUPP
 		}
-		if err := unix.Fchmodat(n.fd, "", mode&0o7777, unix.AT_EMPTY_PATH); err != nil {
+		if err := unix.Fchmodat(n.fd, "", s.permBits(mode, n.isDir()), unix.AT_EMPTY_PATH); err != nil {
 			return 0, errno(err)
 		}
 	}
@@ -233,9 +249,12 @@ func (s *Server) chown(r *request, dirFD int, name string) unix.Errno {
 }
 
 // created finishes a creating request: it chowns the new entry, looks it
-// up and answers its entry. If either fails the entry is removed again, so
-// a failed request leaves nothing behind.
-func (s *Server) created(r *request, dir *node, name string, isDir bool) (int, unix.Errno) {
+// up, gives it exactly the permission bits perm when setPerm (the host
+// process's umask must not narrow what the guest, which applied its own,
+// asked for; mkdir also drops set-group-ID) and answers its entry. If the
+// chown or lookup fails the entry is removed again, so a failed request
+// leaves nothing behind.
+func (s *Server) created(r *request, dir *node, name string, isDir bool, perm uint32, setPerm bool) (int, unix.Errno) {
 	undo := func() {
 		flags := 0
 		if isDir {
@@ -247,11 +266,20 @@ func (s *Server) created(r *request, dir *node, name string, isDir bool) (int, u
 		undo()
 		return 0, e
 	}
-	n, e := s.entryReply(r, dir, name)
+	var st unix.Stat_t
+	n, e := s.lookupChild(dir.fd, name, &st)
 	if e != 0 {
 		undo()
+		return 0, e
 	}
-	return n, e
+	if setPerm && st.Mode&0o7777 != perm {
+		if unix.Fchmodat(n.fd, "", perm, unix.AT_EMPTY_PATH) == nil {
+			fstat(n.fd, &st)
+		}
+	}
+	a := toAttr(&st)
+	putEntryOut(r.out, n.id, s.valid, &a)
+	return entryOutSize, 0
 }
 
 func (s *Server) symlink(r *request) (int, unix.Errno) {
@@ -272,7 +300,7 @@ func (s *Server) symlink(r *request) (int, unix.Errno) {
 	if err := unix.Symlinkat(string(target), dir.fd, name); err != nil {
 		return 0, errno(err)
 	}
-	return s.created(r, dir, name, false)
+	return s.created(r, dir, name, false, 0, false)
 }
 
 // mknod creates regular files, FIFOs, sockets and overlayfs whiteouts
@@ -300,10 +328,11 @@ func (s *Server) mknod(r *request) (int, unix.Errno) {
 	default:
 		return 0, unix.EPERM
 	}
-	if err := unix.Mknodat(dir.fd, name, mode&(unix.S_IFMT|0o7777), int(rdev)); err != nil {
+	perm := s.permBits(mode, false)
+	if err := unix.Mknodat(dir.fd, name, mode&unix.S_IFMT|perm, int(rdev)); err != nil {
 		return 0, errno(err)
 	}
-	return s.created(r, dir, name, false)
+	return s.created(r, dir, name, false, perm, true)
 }
 
 func (s *Server) mkdir(r *request) (int, unix.Errno) {
@@ -316,10 +345,11 @@ func (s *Server) mkdir(r *request) (int, unix.Errno) {
 	if e != 0 {
 		return 0, e
 	}
-	if err := unix.Mkdirat(dir.fd, name, mode&0o7777); err != nil {
+	perm := s.permBits(mode, true)
+	if err := unix.Mkdirat(dir.fd, name, perm); err != nil {
 		return 0, errno(err)
 	}
-	return s.created(r, dir, name, true)
+	return s.created(r, dir, name, true, perm, true)
 }
 
 func (s *Server) unlink(r *request) (int, unix.Errno) { return s.remove(r, 0) }

@@ -66,7 +66,7 @@ func (s *Server) open(r *request) (int, unix.Errno) {
 	if size > 0 {
 		s.uncharge(0, uint64(size))
 	}
-	fh, e := s.handles.add(&handle{fd: fd, key: n.key})
+	fh, e := s.handles.add(&handle{fd: fd, key: n.key, appends: flags&unix.O_APPEND != 0})
 	if e != 0 {
 		return 0, e
 	}
@@ -94,7 +94,8 @@ func (s *Server) create(r *request) (int, unix.Errno) {
 	// request made; an existing file is opened as OPEN would unless the
 	// guest asked for O_EXCL.
 	made := true
-	fd, err := openBeneath(dir.fd, name, flags|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
+	perm := s.permBits(mode, false)
+	fd, err := openBeneath(dir.fd, name, flags|unix.O_CREAT|unix.O_EXCL, perm)
 	if err == unix.EEXIST && flags&unix.O_EXCL == 0 {
 		made = false
 		fd, err = openBeneath(dir.fd, name, flags, 0)
@@ -116,6 +117,11 @@ func (s *Server) create(r *request) (int, unix.Errno) {
 		}
 		st.Uid, st.Gid = r.hdr.uid, r.hdr.gid
 	}
+	if made && st.Mode&0o7777 != perm && unix.Fchmod(fd, perm) == nil {
+		// The host process's umask narrowed the mode; the guest applied
+		// its own already.
+		st.Mode = st.Mode&unix.S_IFMT | perm
+	}
 	nodeFD, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(fd)
@@ -124,11 +130,17 @@ func (s *Server) create(r *request) (int, unix.Errno) {
 	n, e := s.nodes.add(nodeFD, &st)
 	if e != 0 {
 		unix.Close(fd)
+		if made {
+			unix.Unlinkat(dir.fd, name, 0)
+		}
 		return 0, e
 	}
-	fh, e := s.handles.add(&handle{fd: fd, key: n.key})
+	fh, e := s.handles.add(&handle{fd: fd, key: n.key, appends: flags&unix.O_APPEND != 0})
 	if e != 0 {
 		s.nodes.forget(n.id, 1)
+		if made {
+			unix.Unlinkat(dir.fd, name, 0)
+		}
 		return 0, e
 	}
 	a := toAttr(&st)
@@ -184,6 +196,11 @@ func (s *Server) write(r *request) (int, unix.Errno) {
 			return 0, errno(err)
 		}
 		cur = st.Size
+		if h.appends {
+			// pwrite on an O_APPEND fd writes at the end whatever the
+			// offset says.
+			end = uint64(cur) + uint64(size)
+		}
 		if e := s.charge(uint64(cur), max(uint64(cur), end)); e != 0 {
 			return 0, e
 		}
@@ -252,6 +269,11 @@ func (s *Server) fallocate(r *request) (int, unix.Errno) {
 	}
 	if length == 0 || off > 1<<62 || length > 1<<62 {
 		return 0, unix.EINVAL
+	}
+	if s.cfg.QuotaBytes > 0 && mode&unix.FALLOC_FL_KEEP_SIZE != 0 && mode&unix.FALLOC_FL_PUNCH_HOLE == 0 {
+		// Blocks allocated past the size would escape the quota, which
+		// counts file sizes.
+		return 0, unix.EOPNOTSUPP
 	}
 	h, e := s.handles.file(fh)
 	if e != 0 {

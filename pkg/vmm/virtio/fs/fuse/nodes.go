@@ -110,9 +110,10 @@ func (t *nodeTable) closeRoot() error { return unix.Close(t.root.fd) }
 // the node's, so a guest that forgets a node before releasing its handles
 // cannot make either fd dangle.
 type handle struct {
-	fd  int
-	dir bool
-	key inodeKey // the inode opened, for quota accounting and checks
+	fd      int
+	dir     bool
+	appends bool     // opened O_APPEND: writes land at the end
+	key     inodeKey // the inode opened, for truncate through a handle
 }
 
 // handleTable maps the guest's file handles to open files. Handles are

@@ -39,6 +39,11 @@ type Config struct {
 	// they belong to the host process user, as do any created when the
 	// host process is not root.
 	GuestOwnership bool
+	// AllowSetuid keeps the set-user-ID and set-group-ID bits in modes
+	// the guest sets. False drops set-user-ID everywhere and
+	// set-group-ID except on directories, so the guest cannot leave a
+	// setuid executable on the host.
+	AllowSetuid bool
 	// MaxNodes bounds the inodes the guest may hold at once; LOOKUP and
 	// the creating requests fail with ENFILE beyond it. Zero means
 	// DefaultMaxNodes.
@@ -54,8 +59,11 @@ type Config struct {
 	// guest).
 	CacheTimeout time.Duration
 	// QuotaBytes bounds the total size of the share's regular files, as
-	// counted at New and changed through this server: a WRITE, FALLOCATE
-	// or SETATTR that would grow it past the quota fails with ENOSPC.
+	// counted at New (a walk of the share) and changed through this
+	// server: a WRITE, FALLOCATE or SETATTR that would grow it past the
+	// quota fails with ENOSPC, and FALLOCATE with KEEP_SIZE (blocks past
+	// the size) is refused. Directories, symlinks and inode counts are
+	// not charged, and changes made on the host meanwhile are not seen.
 	// Zero means no quota.
 	QuotaBytes uint64
 }

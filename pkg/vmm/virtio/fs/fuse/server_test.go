@@ -203,9 +203,50 @@ func TestGuestOwnershipAndQuota(t *testing.T) {
 	c.must(opUnlink, RootID, cstr("owned"))
 	g, gh := c.create(RootID, "other", unix.O_RDWR, 0o644)
 	c.write(g.id, gh, 0, make([]byte, 9999))
+	// O_APPEND writes land at the end whatever their offset says; they
+	// are charged there.
+	ah := c.open(g.id, unix.O_WRONLY|unix.O_APPEND)
+	c.fail(unix.ENOSPC, opWrite, g.id, ioBody(ah, 0, 10), make([]byte, 10))
+	c.write(g.id, ah, 0, []byte("x"))
+	// Blocks past the size would escape the count.
+	c.fail(unix.EOPNOTSUPP, opFallocate, g.id, u64(gh), u64(0), u64(1<<30), u32(unix.FALLOC_FL_KEEP_SIZE), u32(0))
 	if p := c.must(opStatfs, RootID); le.Uint64(p[0:])*uint64(le.Uint32(p[40:])) > 10000 {
 		t.Errorf("statfs reports %d blocks of %d", le.Uint64(p[0:]), le.Uint32(p[40:]))
 	}
+}
+
+func TestSetuidStripped(t *testing.T) {
+	w := newWorld(t)
+	c := w.server(t, Config{})
+	f, _ := c.create(RootID, "suid", unix.O_RDWR, 0o6755)
+	d := c.mkdir(RootID, "sgid", 0o2775)
+	n := decodeEntry(c.must(opMknod, RootID, u32(unix.S_IFREG|0o4755), u32(0), u32(0), u32(0), cstr("suid2")))
+	if f.mode != unix.S_IFREG|0o755 || n.mode != unix.S_IFREG|0o755 {
+		t.Errorf("created modes %o %o keep setuid", f.mode, n.mode)
+	}
+	if d.mode != unix.S_IFDIR|0o2775 {
+		t.Errorf("setgid directory mode %o", d.mode)
+	}
+	// The host process's umask does not narrow the guest's modes.
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	if e, _ := c.create(RootID, "open", unix.O_RDWR, 0o666); e.mode != unix.S_IFREG|0o666 {
+		t.Errorf("create 0666 under umask 077: %o", e.mode)
+	}
+	if e := c.mkdir(RootID, "opendir", 0o777); e.mode != unix.S_IFDIR|0o777 {
+		t.Errorf("mkdir 0777 under umask 077: %o", e.mode)
+	}
+	sa := make([]byte, setattrInSize)
+	le.PutUint32(sa[0:], fattrMode)
+	le.PutUint32(sa[68:], 0o4755)
+	if p := c.must(opSetattr, f.id, sa); le.Uint32(p[16+60:]) != unix.S_IFREG|0o755 {
+		t.Errorf("chmod 4755 gave %o", le.Uint32(p[16+60:]))
+	}
+	st, _ := os.Stat(filepath.Join(w.share, "suid"))
+	if st.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+		t.Errorf("host sees %v", st.Mode())
+	}
+	w.check(t)
 }
 
 func TestReadOnly(t *testing.T) {
