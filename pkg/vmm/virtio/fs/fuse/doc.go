@@ -34,9 +34,17 @@
 // read-only share refuses every mutating request with EROFS. Malformed
 // requests get an error reply, never a panic.
 //
-// Not confined: a mount point inside the share is followed into (the share
-// is what the host chose to share), and setuid bits the guest sets stay set
-// on the host.
+// Set-user-ID bits (and set-group-ID on files) the guest asks for are
+// dropped unless Config.AllowSetuid, so the guest cannot leave a setuid
+// executable for a host user. Not confined: a mount point inside the share
+// is followed into (the share is what the host chose to share), and the
+// number of files and directories the guest creates is bounded only by the
+// host file system (Config.QuotaBytes counts bytes of regular files).
+//
+// Transports: Serve takes contiguous buffers; ServeScattered takes a
+// copied head and the rest of the request and the reply space as buffers
+// in guest memory, so READ and WRITE payloads move with preadv and pwritev
+// without copies.
 //
 // Goroutines: none. Serve runs on the caller's goroutine; requests are
 // served one at a time under the server's mutex.
