@@ -70,7 +70,7 @@ func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
 		sc.Cmd = append([]string{}, c.Cmd...)
 	}
 	sc.PullPolicy = string(c.PullPolicy)
-	sc.Scripts = c.Scripts
+	sc.Scripts, sc.Shell = c.Scripts, c.Shell
 	if c.RootDisk != nil {
 		sc.RootDisk = &sandbox.RootDisk{Kind: string(c.RootDisk.kind), SizeMiB: c.RootDisk.sizeMiB}
 	}

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	microsandbox "github.com/microsandbox-go/microsandbox"
 	"github.com/microsandbox-go/microsandbox/internal/vmtest"
 )
@@ -395,6 +397,37 @@ func TestSDKOperations(t *testing.T) {
 		wg.Wait()
 	})
 
+	t.Run("msb shell", func(t *testing.T) {
+		master, slave := openPTY(t, 30, 100)
+		cmd := exec.CommandContext(ctx, requireFile(t, "msb"), "shell", "ops")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		slave.Close()
+		var out bytes.Buffer
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			io.Copy(&out, master) // ends with EIO once msb exits
+		}()
+		// Raw mode: the guest terminal turns CR into NL.
+		if _, err := master.Write([]byte("stty size; echo hi-$((40+2)); exit 3\r")); err != nil {
+			t.Fatal(err)
+		}
+		err := cmd.Wait()
+		master.Close()
+		<-readDone
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Errorf("msb shell: %v, want exit status 3; output %q", err, out.String())
+		}
+		if !strings.Contains(out.String(), "30 100") || !strings.Contains(out.String(), "hi-42") {
+			t.Errorf("msb shell output %q: want the terminal size 30 100 and hi-42", out.String())
+		}
+	})
+
 	fsys := sb.FS()
 	t.Run("fs", func(t *testing.T) {
 		data := make([]byte, 3<<20)
@@ -505,6 +538,37 @@ func TestSDKOperations(t *testing.T) {
 			t.Errorf("Ping = %+v, %v", p, err)
 		}
 	})
+}
+
+// openPTY opens a pseudo-terminal pair of rows×cols, mounting devpts first
+// where the harness's L1 has none.
+func openPTY(t *testing.T, rows, cols uint16) (master, slave *os.File) {
+	t.Helper()
+	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
+		os.MkdirAll("/dev/pts", 0o755)
+		if err := unix.Mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666"); err != nil {
+			t.Skipf("no devpts: %v", err)
+		}
+	}
+	m, err := os.OpenFile("/dev/pts/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(s.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+		t.Fatal(err)
+	}
+	return m, s
 }
 
 // TestSDKNetwork checks the network options end to end: the default

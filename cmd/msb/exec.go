@@ -181,3 +181,48 @@ func bytesHuman(n uint64) string {
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// shellCmd attaches the terminal to a shell (or CMD) in a running sandbox.
+func shellCmd(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("shell", flag.ContinueOnError)
+	user := fs.String("user", "", "user (name, uid or user:group)")
+	workdir := fs.String("workdir", "", "working directory")
+	detachKeys := fs.String("detach-keys", "ctrl-]", "key sequence that detaches")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) < 1 || len(rest) > 1 && (rest[1] != "--" || len(rest) < 3) {
+		fmt.Fprintln(os.Stderr, "usage: msb shell [flags] NAME [-- CMD [ARG...]]")
+		return 2
+	}
+	h, err := microsandbox.GetSandbox(ctx, rest[0])
+	if err != nil {
+		return fail("shell: %v", err)
+	}
+	sb, err := h.Connect(ctx)
+	if err != nil {
+		return fail("shell: %v", err)
+	}
+	defer sb.Close()
+	opts := []microsandbox.AttachOption{microsandbox.WithAttachDetachKeys(*detachKeys)}
+	if *user != "" {
+		opts = append(opts, microsandbox.WithAttachUser(*user))
+	}
+	if *workdir != "" {
+		opts = append(opts, microsandbox.WithAttachCwd(*workdir))
+	}
+	var code int
+	if len(rest) > 2 {
+		code, err = sb.AttachWith(ctx, rest[2], rest[3:], opts...)
+	} else {
+		code, err = sb.AttachShell(ctx, opts...)
+	}
+	if err != nil {
+		return fail("shell: %v", err)
+	}
+	if code < 0 {
+		return 0 // detached, or ended by a signal
+	}
+	return code
+}

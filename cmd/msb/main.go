@@ -10,6 +10,7 @@
 //	msb ls [--json]                           list sandboxes
 //	msb ps [--json]                           list running sandboxes
 //	msb exec [flags] NAME -- CMD [ARG...]     run a command in a sandbox
+//	msb shell [flags] NAME [-- CMD...]        interactive terminal in a sandbox
 //	msb cp SRC DST                            copy files; NAME:/path names a guest path
 //	msb metrics [--json] [NAME]               sample running sandboxes
 //	msb version                               print the version
@@ -44,6 +45,7 @@ commands:
   ls [--json]                           list sandboxes
   ps [--json]                           list running sandboxes
   exec [flags] NAME -- CMD [ARG...]     run a command in a running sandbox
+  shell [flags] NAME [-- CMD [ARG...]]  attach this terminal to a shell (or CMD) in a sandbox
   cp SRC DST                            copy a file; NAME:/path is a guest path
   metrics [--json] [NAME]               sample running sandboxes
   version                               print the version
@@ -67,6 +69,7 @@ var commands = map[string]command{
 	"ps":      psCmd,
 	"status":  psCmd,
 	"exec":    execCmd,
+	"shell":   shellCmd,
 	"cp":      cpCmd,
 	"copy":    cpCmd,
 	"metrics": metricsCmd,

@@ -76,6 +76,8 @@ type Config struct {
 	// Patches change the root filesystem before anything runs, in order
 	// (see Patch).
 	Patches []Patch `json:"patches,omitempty"`
+	// Shell is the interactive shell (AttachShell); "" means /bin/sh.
+	Shell string `json:"shell,omitempty"`
 	// Scripts are installed as executable files /.msb/scripts/NAME, a
 	// directory put first on PATH, so that Exec("NAME") runs them.
 	Scripts map[string]string `json:"scripts,omitempty"`
