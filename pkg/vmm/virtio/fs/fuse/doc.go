@@ -51,7 +51,10 @@
 //
 // Testing: go test ./pkg/vmm/virtio/fs/fuse/ drives the server with
 // hand-built requests as a hostile client, against a share with a sentinel
-// outside it. FuzzServe in fuzz_test.go feeds arbitrary request sequences:
+// outside it. Where the tests run as root with /dev/fuse, kernel_test.go
+// also mounts the server through /dev/fuse so the host kernel's FUSE
+// client (the code virtiofs uses in a guest) drives it with ordinary file
+// calls. FuzzServe in fuzz_test.go feeds arbitrary request sequences:
 // go test -run='^$' -fuzz=FuzzServe ./pkg/vmm/virtio/fs/fuse/. The
 // benchmarks compare LOOKUP+GETATTR and sequential READ/WRITE through the
 // server with the same work done by direct syscalls.
