@@ -19,7 +19,7 @@ import (
 // kernel's FUSE client (the same client code virtiofs uses in a guest,
 // negotiating down to ProtoMinor) drives it. It skips the test where
 // /dev/fuse or mounting is unavailable. The mount is detached at cleanup.
-func mountKernel(t *testing.T, w *world, cfg Config) (mnt string, s *Server) {
+func mountKernel(t testing.TB, w *world, cfg Config) (mnt string, s *Server) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting FUSE needs root")
