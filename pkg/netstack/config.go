@@ -76,12 +76,18 @@ type Config struct {
 	// as the host group. Nil: the addresses of the host's interfaces when
 	// Start runs.
 	HostAddrs []netip.Addr
-	// MaxFlows caps concurrent TCP connections plus UDP sessions; flows
+	// MaxFlows caps concurrent TCP connections plus UDP and ping sessions; flows
 	// beyond it are refused like denied ones. Zero: 256 (upstream's
 	// default).
 	MaxFlows int
 	// UDPIdleTimeout ends a UDP session with no traffic either way. Zero: 60 s.
 	UDPIdleTimeout time.Duration
+	// Ping opens the host socket of each allowed guest ping session (one
+	// per guest address, destination and echo identifier). Nil:
+	// [ListenPing]. Sessions count towards MaxFlows.
+	Ping PingFunc
+	// PingIdleTimeout ends a ping session with no echo either way. Zero: 10 s.
+	PingIdleTimeout time.Duration
 	// QueueFrames is the length of the queue of frames for the guest.
 	// Zero: 1024.
 	QueueFrames int
@@ -134,6 +140,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.UDPIdleTimeout == 0 {
 		c.UDPIdleTimeout = 60 * time.Second
+	}
+	if c.Ping == nil {
+		c.Ping = ListenPing
+	}
+	if c.PingIdleTimeout == 0 {
+		c.PingIdleTimeout = 10 * time.Second
 	}
 	if c.QueueFrames == 0 {
 		c.QueueFrames = 1024

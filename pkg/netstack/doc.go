@@ -16,6 +16,23 @@
 // policy allows the host group, a flow to the gateway is dialled on the
 // host's loopback (127.0.0.1 or ::1).
 //
+// ICMP echo: a guest echo request (ICMPv4, and ICMPv6 unless IPv6 is
+// off) to the gateway is answered by the stack itself. To any other
+// address it is checked against the policy as an ICMPv4 or ICMPv6 flow
+// with port 0 (so rules that list ports never match it) and, when
+// allowed, re-originated by a host ping socket ([Config.Ping], by default
+// [ListenPing]): one session per guest address, destination and echo
+// identifier, counted towards MaxFlows and ended after PingIdleTimeout
+// without an echo either way. The host's replies are rebuilt as echo
+// replies from the destination. Denied, invalid, multicast and in-subnet
+// destinations get no reply at all (no ICMP unreachable), and the host
+// sends nothing. gVisor reaches these requests through the ICMP transport
+// protocols' default handlers: the protocols are registered, no ICMP
+// endpoint is opened, and a handler that returns true stops gVisor from
+// answering the echo itself (which IPv6 would otherwise do for every
+// address of a promiscuous NIC). Other ICMP types from the guest are
+// dropped.
+//
 // DNS: every UDP and TCP flow to port 53, whatever its destination address,
 // is answered by the stack's own resolver, so no lookup bypasses it. The
 // resolver forwards one sanitised question to the host's resolvers
@@ -39,7 +56,8 @@
 // forwarder starts for it plus one copy goroutine; each UDP session runs in
 // one goroutine plus one copy goroutine. Each published port ([Config.Ports])
 // runs one accept or read loop; each forwarded connection runs like a TCP
-// flow and each UDP peer session in one goroutine. [Stack.Close] stops the pump,
+// flow and each UDP peer session in one goroutine. Each ping session runs
+// in two goroutines. [Stack.Close] stops the pump,
 // closes every flow's sockets, waits for all of these goroutines and then
 // for gVisor's; it is idempotent.
 //

@@ -45,12 +45,14 @@ func (s *Stack) dnsAllowed(proto policy.Protocol) bool {
 }
 
 // egressTarget decides a guest flow to dst and returns the host address to
-// dial. Invalid, multicast and in-subnet destinations are refused whatever
-// the policy says; the gateway maps to the host's loopback.
+// dial. Invalid, multicast and in-subnet destinations, and TCP or UDP port
+// 0, are refused whatever the policy says; the gateway maps to the host's
+// loopback. ICMP flows carry port 0.
 func (s *Stack) egressTarget(proto policy.Protocol, dst netip.AddrPort) (netip.AddrPort, bool) {
 	a := policy.Normalize(dst.Addr())
 	g := policy.Classify(a, s.isHost)
-	if g == policy.GroupInvalid || g == policy.GroupMulticast || dst.Port() == 0 {
+	isICMP := proto == policy.ICMPv4 || proto == policy.ICMPv6
+	if g == policy.GroupInvalid || g == policy.GroupMulticast || (dst.Port() == 0 && !isICMP) {
 		return netip.AddrPort{}, false
 	}
 	if (Subnet4.Contains(a) || Subnet6.Contains(a)) && a != Gateway4 && a != Gateway6 {

@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
@@ -47,12 +48,13 @@ type Stack struct {
 	running atomic.Bool // Start finished and Close has not begun
 	stats   counters
 
-	// mu guards closed, flows and conns. The flow WaitGroup is Added only
+	// mu guards closed, flows, conns and pings. The flow WaitGroup is Added only
 	// under mu while closed is false, so Close's Wait sees every flow.
 	mu     sync.Mutex
 	closed bool
 	flows  int
 	conns  map[io.Closer]struct{}
+	pings  map[pingKey]*pingSession
 	wg     sync.WaitGroup // flow goroutines, published-port loops and the frame pump
 
 	published []*publishedPort // set by Start; see ports.go
@@ -77,7 +79,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	cfg.Ports = append([]Port(nil), cfg.Ports...)
 	cfg.setDefaults()
-	s := &Stack{cfg: cfg, conns: make(map[io.Closer]struct{})}
+	s := &Stack{cfg: cfg, conns: make(map[io.Closer]struct{}), pings: make(map[pingKey]*pingSession)}
 	s.pins = newPinTable(cfg.MaxPins, cfg.Now)
 	s.dns = &resolver{s: s}
 	return s, nil
@@ -105,13 +107,12 @@ func (s *Stack) Start() error {
 	}
 
 	netProtos := []stack.NetworkProtocolFactory{arp.NewProtocol, ipv4.NewProtocol}
+	transProtos := []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4}
 	if !s.cfg.DisableIPv6 {
 		netProtos = append(netProtos, ipv6.NewProtocol)
+		transProtos = append(transProtos, icmp.NewProtocol6)
 	}
-	ns := stack.New(stack.Options{
-		NetworkProtocols:   netProtos,
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-	})
+	ns := stack.New(stack.Options{NetworkProtocols: netProtos, TransportProtocols: transProtos})
 	if err := configureTCP(ns); err != nil {
 		ns.Destroy()
 		return err
@@ -158,6 +159,12 @@ func (s *Stack) Start() error {
 	ns.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(ns, s.handleUDP)
 	ns.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)
+	// The ICMP protocols are registered only so that echo requests reach
+	// these handlers; no ICMP endpoint is ever opened.
+	ns.SetTransportProtocolHandler(icmp.ProtocolNumber4, s.handleICMP(false))
+	if !s.cfg.DisableIPv6 {
+		ns.SetTransportProtocolHandler(icmp.ProtocolNumber6, s.handleICMP(true))
+	}
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ns = ns

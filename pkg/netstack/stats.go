@@ -12,6 +12,7 @@ type Stats struct {
 	FramesDropped                   uint64 // malformed, oversized or early/late frames from the guest
 
 	TCPFlows, UDPFlows uint64 // flows re-originated on the host
+	ICMPFlows          uint64 // guest ping sessions re-originated on the host
 	DeniedFlows        uint64 // flows the policy refused
 	RefusedFlows       uint64 // flows refused because of MaxFlows, a closed stack or a failed dial
 	// Published ports: TCP connections and UDP peer sessions forwarded to
@@ -32,7 +33,7 @@ type counters struct {
 	framesFromGuest, bytesFromGuest  atomic.Uint64
 	framesToGuest, bytesToGuest      atomic.Uint64
 	framesDropped                    atomic.Uint64
-	tcpFlows, udpFlows               atomic.Uint64
+	tcpFlows, udpFlows, icmpFlows    atomic.Uint64
 	deniedFlows, refusedFlows        atomic.Uint64
 	payloadFromGuest, payloadToGuest atomic.Uint64
 	ingressTCP, ingressUDP           atomic.Uint64
@@ -48,7 +49,7 @@ func (s *Stack) Stats() Stats {
 		FramesFromGuest: c.framesFromGuest.Load(), BytesFromGuest: c.bytesFromGuest.Load(),
 		FramesToGuest: c.framesToGuest.Load(), BytesToGuest: c.bytesToGuest.Load(),
 		FramesDropped: c.framesDropped.Load(),
-		TCPFlows:      c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(),
+		TCPFlows:      c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), ICMPFlows: c.icmpFlows.Load(),
 		DeniedFlows: c.deniedFlows.Load(), RefusedFlows: c.refusedFlows.Load(),
 		IngressTCP: c.ingressTCP.Load(), IngressUDP: c.ingressUDP.Load(),
 		IngressDenied:    c.ingressDenied.Load(),

@@ -3,7 +3,9 @@
 package netstacktest
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,8 +22,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/microsandbox-go/microsandbox/pkg/netstack"
 )
@@ -46,7 +50,7 @@ type Guest struct {
 func NewGuest() (*Guest, error) {
 	ns := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{arp.NewProtocol, ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	sack := tcpip.TCPSACKEnabled(true)
 	ns.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
@@ -155,6 +159,53 @@ func (g *Guest) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 func (g *Guest) DialUDP(dst netip.AddrPort) (net.Conn, error) {
 	fa, proto := full(dst)
 	return gonet.DialUDP(g.ns, nil, &fa, proto)
+}
+
+// Ping sends one ICMP echo request (ICMPv6 for an IPv6 dst) with seq and
+// data from a guest ping socket and returns the data of the first echo
+// reply carrying seq, or an error when ctx ends first.
+func (g *Guest) Ping(ctx context.Context, dst netip.Addr, seq uint16, data []byte) ([]byte, error) {
+	fa, netProto := full(netip.AddrPortFrom(dst, 0))
+	transProto, typ := icmp.ProtocolNumber4, byte(header.ICMPv4Echo)
+	if netProto == ipv6.ProtocolNumber {
+		transProto, typ = icmp.ProtocolNumber6, byte(header.ICMPv6EchoRequest)
+	}
+	var wq waiter.Queue
+	ep, terr := g.ns.NewEndpoint(transProto, netProto, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("netstacktest: ping endpoint: %s", terr)
+	}
+	defer ep.Close()
+	we, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
+	wq.EventRegister(&we)
+	defer wq.EventUnregister(&we)
+	msg := make([]byte, header.ICMPv4MinimumSize+len(data))
+	msg[0] = typ
+	binary.BigEndian.PutUint16(msg[6:], seq)
+	copy(msg[header.ICMPv4MinimumSize:], data)
+	var r bytes.Reader
+	r.Reset(msg)
+	if _, terr := ep.Write(&r, tcpip.WriteOptions{To: &fa}); terr != nil {
+		return nil, fmt.Errorf("netstacktest: ping write: %s", terr)
+	}
+	for {
+		var b bytes.Buffer
+		_, terr := ep.Read(&b, tcpip.ReadOptions{})
+		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
+			select {
+			case <-ready:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if terr != nil {
+			return nil, fmt.Errorf("netstacktest: ping read: %s", terr)
+		}
+		if rep := b.Bytes(); len(rep) >= header.ICMPv4MinimumSize && binary.BigEndian.Uint16(rep[6:]) == seq {
+			return rep[header.ICMPv4MinimumSize:], nil
+		}
+	}
 }
 
 // ListenTCP listens on the guest's Guest4:port, as a guest service behind a
