@@ -82,7 +82,7 @@ var kindNames = [...]string{
 
 // ErrPathEscape reports a host path (CopyToHost, CopyFromHost, a bind
 // mount) or guest path that leaves the directory it must stay in.
-var ErrPathEscape = errors.New("microsandbox: path escapes its root")
+var ErrPathEscape = errors.New("microsandbox: path escapes volume root")
 
 // String returns the kind's name.
 func (k ErrorKind) String() string {
@@ -167,6 +167,12 @@ func wrap(err error) error {
 		kind = ErrExecTimeout
 	case errors.Is(err, sandbox.ErrSpawn):
 		kind = ErrExecFailed
+	case errors.Is(err, sandbox.ErrVolumeNotFound):
+		kind = ErrVolumeNotFound
+	case errors.Is(err, sandbox.ErrVolumeExists):
+		kind = ErrVolumeAlreadyExists
+	case errors.Is(err, sandbox.ErrVolumeInUse):
+		kind = ErrInvalidConfig
 	case errors.Is(err, sandbox.ErrMetricsUnavailable):
 		kind = ErrMetricsUnavailable
 	case isRemote(err):

@@ -43,9 +43,11 @@ type SandboxConfig struct {
 	IdleTimeout time.Duration
 	// Ephemeral removes the sandbox's record once it stopped.
 	Ephemeral bool
+	// Volumes are the mounts by guest path (WithMounts).
+	Volumes map[string]MountConfig
 	// Scripts are merged across WithScripts calls.
 	Scripts map[string]string
-	// RootDisk is the writable layer; nil means a managed 4096 MiB disk.
+	// RootDisk is the writable layer; nil means a tmpfs.
 	RootDisk *RootDiskConfig
 	// PullPolicy says when the image is fetched; "" means if-missing.
 	PullPolicy PullPolicy

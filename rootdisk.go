@@ -10,9 +10,11 @@ type RootDiskKind string
 // Root disk kinds.
 const (
 	// RootDiskKindManaged: a sparse ext4 disk in the sandbox's directory,
-	// kept across Stop and StartSandbox (the default).
+	// kept across Stop and StartSandbox (upstream's default; here it
+	// needs mkfs.ext4 on the host for now).
 	RootDiskKindManaged RootDiskKind = sandbox.RootDiskManaged
-	// RootDiskKindTmpfs: guest memory, pristine at every boot.
+	// RootDiskKindTmpfs: guest memory, pristine at every boot (the
+	// default until managed disks need no host tools).
 	RootDiskKindTmpfs RootDiskKind = sandbox.RootDiskTmpfs
 )
 
@@ -52,7 +54,7 @@ func (rootDiskFactory) Tmpfs(o RootDiskTmpfsOptions) RootDiskConfig {
 	return RootDiskConfig{kind: RootDiskKindTmpfs, sizeMiB: o.SizeMiB}
 }
 
-// WithRootDisk sets the writable layer; default RootDisk.Managed(4096).
+// WithRootDisk sets the writable layer; default a tmpfs.
 func WithRootDisk(d RootDiskConfig) SandboxOption {
 	return func(c *SandboxConfig) { c.RootDisk = &d }
 }

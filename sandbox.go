@@ -71,6 +71,9 @@ func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
 	}
 	sc.PullPolicy = string(c.PullPolicy)
 	sc.Scripts, sc.Shell = c.Scripts, c.Shell
+	if sc.Mounts, err = sandboxMounts(c.Volumes); err != nil {
+		return sandbox.Config{}, err
+	}
 	if c.RootDisk != nil {
 		sc.RootDisk = &sandbox.RootDisk{Kind: string(c.RootDisk.kind), SizeMiB: c.RootDisk.sizeMiB}
 	}

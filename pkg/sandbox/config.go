@@ -76,13 +76,14 @@ type Config struct {
 	// Patches change the root filesystem before anything runs, in order
 	// (see Patch).
 	Patches []Patch `json:"patches,omitempty"`
+	// Mounts are mounted in the guest, in order, after the root.
+	Mounts []Mount `json:"mounts,omitempty"`
 	// Shell is the interactive shell (AttachShell); "" means /bin/sh.
 	Shell string `json:"shell,omitempty"`
 	// Scripts are installed as executable files /.msb/scripts/NAME, a
 	// directory put first on PATH, so that Exec("NAME") runs them.
 	Scripts map[string]string `json:"scripts,omitempty"`
-	// RootDisk is the writable layer; nil means a managed disk of
-	// DefaultRootDiskMiB.
+	// RootDisk is the writable layer; nil means a tmpfs (see RootDisk).
 	RootDisk *RootDisk `json:"root_disk,omitempty"`
 	// PullPolicy is "if-missing" (when ""), "always" or "never".
 	PullPolicy string `json:"pull_policy,omitempty"`
@@ -217,6 +218,7 @@ func (c *Config) Validate() error {
 	if err := c.Network.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, validateMounts(c.Mounts)...)
 	for name := range c.Scripts {
 		if !validName(name) || len(name) > 255 {
 			bad("script name %q: want a file name of letters, digits, '.', '_' or '-'", name)

@@ -54,6 +54,17 @@ func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// Bind paths are relative to the caller's directory: fix them now.
+	cfg.Mounts = append([]Mount(nil), cfg.Mounts...)
+	for i, m := range cfg.Mounts {
+		if m.Kind == MountBind {
+			abs, err := filepath.Abs(m.Source)
+			if err != nil {
+				return nil, fmt.Errorf("%w: bind %s: %w", ErrInvalidConfig, m.Source, err)
+			}
+			cfg.Mounts[i].Source = abs
+		}
+	}
 	if err := os.MkdirAll(rt.sandboxesDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: create: %w", err)
 	}
@@ -152,10 +163,15 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	if cfg.Network.enabled() {
 		boot.Network = guestNetwork()
 	}
+	shares, mounts, err := resolveMounts(rt, cfg.Mounts)
+	if err != nil {
+		return nil, err
+	}
+	boot.Mounts = append(boot.Mounts, mounts...)
 	spec := vmSpec{
 		Kernel: rt.Kernel, Initrd: filepath.Join(dir, initrdFile), Rootfs: rootPath,
 		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs), Network: cfg.Network,
-		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout,
+		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout, Shares: shares,
 	}
 	switch cfg.RootDisk.kind() {
 	case RootDiskManaged:
@@ -164,8 +180,8 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 		}
 		boot.Root.Upper.Device = guestUpperDevice
 	case RootDiskTmpfs:
-		if cfg.RootDisk.SizeMiB > 0 {
-			boot.Root.Upper.Size = fmt.Sprintf("%dm", cfg.RootDisk.SizeMiB)
+		if d := cfg.RootDisk; d != nil && d.SizeMiB > 0 {
+			boot.Root.Upper.Size = fmt.Sprintf("%dm", d.SizeMiB)
 		}
 	}
 	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
@@ -247,6 +263,8 @@ func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached 
 		rt: *rt, dir: dir, name: st.Name, workdir: st.Workdir, user: st.User,
 		done: make(chan struct{}),
 	}
+	// The idle timer starts when the agent answers (markActivity below).
+	os.Remove(filepath.Join(dir, activityFile))
 	if err := sb.spawn(attached); err != nil {
 		return nil, err
 	}
@@ -261,6 +279,7 @@ func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached 
 		return nil, err
 	}
 	sb.client = c
+	markActivity(dir)
 	if _, err := updateState(dir, func(s *State) {
 		if !s.Status.Terminal() {
 			s.Status = StatusRunning

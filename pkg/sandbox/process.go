@@ -21,6 +21,8 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/vmm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/blk"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/fs"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/fs/fuse"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/rng"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/vsock"
 )
@@ -60,6 +62,8 @@ type vmSpec struct {
 	// Upper is the managed root disk (ext4 image, attached writable after
 	// the root); "" for a tmpfs upper.
 	Upper string `json:"upper,omitempty"`
+	// Shares are the virtio-fs devices (bind mounts and named volumes).
+	Shares []share `json:"shares,omitempty"`
 	// RestartInitrd, if set, replaces Initrd on later boots.
 	RestartInitrd string   `json:"restart_initrd,omitempty"`
 	MemoryMiB     int      `json:"memory_mib"`
@@ -164,6 +168,19 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		disks = append(disks, upper)
 	}
 	devices = append(devices, vs, rng.New())
+	for _, sh := range spec.Shares {
+		dev, err := fs.New(fs.Config{Tag: sh.Tag, Share: fuse.Config{
+			Root: sh.Root, ReadOnly: sh.ReadOnly, QuotaBytes: sh.QuotaBytes,
+			// Files the guest creates get the guest's owners where the
+			// host can give them (the sandbox process runs as root).
+			GuestOwnership: os.Geteuid() == 0,
+		}})
+		if err != nil {
+			return vmm.Exit{}, fmt.Errorf("sandbox process: share %s: %w", sh.Root, err)
+		}
+		defer dev.Close()
+		devices = append(devices, dev)
+	}
 	var net *nic
 	if spec.Network.enabled() {
 		if net, err = newNIC(spec.Network); err != nil {
@@ -213,7 +230,6 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 			defer t.Stop()
 			maxDur = t.C
 		}
-		start := time.Now()
 		if spec.IdleTimeout > 0 {
 			t := time.NewTicker(min(time.Second, spec.IdleTimeout))
 			defer t.Stop()
@@ -222,11 +238,10 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		for {
 			select {
 			case <-idleCheck:
-				last := start
-				if fi, err := os.Stat(filepath.Join(dir, activityFile)); err == nil && fi.ModTime().After(last) {
-					last = fi.ModTime()
-				}
-				if time.Since(last) >= spec.IdleTimeout {
+				// The creator marks activity once the agent answered; no
+				// file yet means the guest is still booting.
+				fi, err := os.Stat(filepath.Join(dir, activityFile))
+				if err == nil && time.Since(fi.ModTime()) >= spec.IdleTimeout {
 					fmt.Fprintf(os.Stderr, "sandbox process: idle for %v; stopping\n", spec.IdleTimeout)
 					requestStop()
 					idleCheck = nil

@@ -35,8 +35,10 @@ const upperFile = "upper.ext4"
 // the second virtio-blk device, after the root image.
 const guestUpperDevice = "/dev/vdb"
 
-// RootDisk is the writable layer over the image. The zero value is a
-// managed disk of DefaultRootDiskMiB.
+// RootDisk is the writable layer over the image. The zero value (and a nil
+// *RootDisk) is a tmpfs: a managed disk is made with mkfs.ext4 until the
+// pure-Go formatter lands, and hosts without e2fsprogs must still boot
+// sandboxes.
 type RootDisk struct {
 	// Kind is RootDiskManaged (when "") or RootDiskTmpfs.
 	Kind string `json:"kind,omitempty"`
@@ -48,7 +50,7 @@ type RootDisk struct {
 
 func (d *RootDisk) kind() string {
 	if d == nil || d.Kind == "" {
-		return RootDiskManaged
+		return RootDiskTmpfs
 	}
 	return d.Kind
 }

@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/microsandbox-go/microsandbox/pkg/guestagent/bootcfg"
+)
+
+// Error classes of volumes.
+var (
+	// ErrVolumeNotFound: no volume of that name.
+	ErrVolumeNotFound = errors.New("sandbox: volume not found")
+	// ErrVolumeExists: a volume of that name exists.
+	ErrVolumeExists = errors.New("sandbox: volume already exists")
+	// ErrVolumeInUse: a running sandbox mounts the volume.
+	ErrVolumeInUse = errors.New("sandbox: volume in use")
+)
+
+// Mount kinds.
+const (
+	// MountBind shares a host directory.
+	MountBind = "bind"
+	// MountNamed shares a named volume's directory (see Mount.Create).
+	MountNamed = "named"
+	// MountTmpfs is a guest tmpfs.
+	MountTmpfs = "tmpfs"
+)
+
+// Mount is a file system mounted in the guest at Guest.
+type Mount struct {
+	// Guest is the absolute mount point in the guest; not "/", not in
+	// /proc, /sys or /dev.
+	Guest string `json:"guest"`
+	// Kind is MountBind, MountNamed or MountTmpfs.
+	Kind string `json:"kind"`
+	// Source is the host directory (bind; absolute once Create ran) or
+	// the volume name (named).
+	Source string `json:"source,omitempty"`
+	// ReadOnly mounts it read-only; for shares the host enforces it.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// SizeMiB limits a tmpfs (zero: half the guest memory).
+	SizeMiB uint32 `json:"size_mib,omitempty"`
+	// QuotaMiB limits what the guest may write into a bind share; zero
+	// means no limit. A named volume's quota is the volume's.
+	QuotaMiB uint32 `json:"quota_mib,omitempty"`
+	// Options are extra guest mount flags: nosuid, nodev, noexec,
+	// noatime, relatime.
+	Options []string `json:"options,omitempty"`
+	// Create says what a named mount does about its volume: "existing"
+	// (when "": it must exist), "create" (it must not; it is made) or
+	// "ensure-exists" (made when missing).
+	Create string `json:"create,omitempty"`
+}
+
+// share is one virtio-fs device of the sandbox process.
+type share struct {
+	Tag        string `json:"tag"`
+	Root       string `json:"root"`
+	ReadOnly   bool   `json:"read_only,omitempty"`
+	QuotaBytes uint64 `json:"quota_bytes,omitempty"`
+}
+
+var mountFlags = map[string]bool{"nosuid": true, "nodev": true, "noexec": true, "noatime": true, "relatime": true}
+
+func validateMounts(ms []Mount) []error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	seen := map[string]bool{}
+	for _, m := range ms {
+		if !bootcfg.ValidPatchPath(m.Guest) {
+			bad("mount point %q: want an absolute, clean path, not / and not in /proc, /sys or /dev", m.Guest)
+		}
+		if seen[m.Guest] {
+			bad("mount point %q used twice", m.Guest)
+		}
+		seen[m.Guest] = true
+		switch m.Kind {
+		case MountBind:
+			if m.Source == "" {
+				bad("bind mount at %s: no host path", m.Guest)
+			}
+		case MountNamed:
+			if !validName(m.Source) {
+				bad("named mount at %s: volume name %q: want a letter or digit, then letters, digits, '.', '_' or '-'", m.Guest, m.Source)
+			}
+			switch m.Create {
+			case "", "existing", "create", "ensure-exists":
+			default:
+				bad("named mount at %s: mode %q: want existing, create or ensure-exists", m.Guest, m.Create)
+			}
+		case MountTmpfs:
+		default:
+			bad("mount at %s: kind %q: want bind, named or tmpfs", m.Guest, m.Kind)
+		}
+		for _, o := range m.Options {
+			if !mountFlags[o] {
+				bad("mount at %s: option %q: want nosuid, nodev, noexec, noatime or relatime", m.Guest, o)
+			}
+		}
+	}
+	return errs
+}
+
+// Volume is a named volume's record (volume.json).
+type Volume struct {
+	Name string `json:"name"`
+	// QuotaMiB limits the volume's content; zero means no limit.
+	QuotaMiB uint32            `json:"quota_mib,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Created  time.Time         `json:"created"`
+	// Path is the host directory holding the volume's files.
+	Path string `json:"-"`
+}
+
+func (rt *Runtime) volumesDir() string           { return filepath.Join(rt.Home, "volumes") }
+func (rt *Runtime) volumeDir(name string) string { return filepath.Join(rt.volumesDir(), name) }
+
+const (
+	volumeFile    = "volume.json"
+	volumeDataDir = "data"
+)
+
+// CreateVolume creates the named volume. An existing one is
+// ErrVolumeExists.
+func CreateVolume(rt Runtime, v Volume) (*Volume, error) {
+	rt.abs()
+	if !validName(v.Name) {
+		return nil, fmt.Errorf("%w: volume name %q: want a letter or digit, then letters, digits, '.', '_' or '-'", ErrInvalidConfig, v.Name)
+	}
+	for k := range v.Labels {
+		if k == "" {
+			return nil, fmt.Errorf("%w: volume label key is empty", ErrInvalidConfig)
+		}
+	}
+	if err := os.MkdirAll(rt.volumesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox: create volume: %w", err)
+	}
+	dir := rt.volumeDir(v.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%w: volume already exists: %s", ErrVolumeExists, v.Name)
+		}
+		return nil, fmt.Errorf("sandbox: create volume: %w", err)
+	}
+	// The data directory is what the guest sees as its root: 0755, so
+	// that unprivileged guest users can enter it.
+	if err := os.Mkdir(filepath.Join(dir, volumeDataDir), 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("sandbox: create volume: %w", err)
+	}
+	v.Created = time.Now().UTC()
+	b, _ := json.MarshalIndent(&v, "", "  ")
+	if err := writeFileAtomic(filepath.Join(dir, volumeFile), append(b, '\n')); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	v.Path = filepath.Join(dir, volumeDataDir)
+	return &v, nil
+}
+
+// GetVolume reads the named volume's record.
+func GetVolume(rt Runtime, name string) (*Volume, error) {
+	rt.abs()
+	if !validName(name) {
+		return nil, fmt.Errorf("%w: %s", ErrVolumeNotFound, name)
+	}
+	dir := rt.volumeDir(name)
+	b, err := os.ReadFile(filepath.Join(dir, volumeFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrVolumeNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: volume %s: %w", name, err)
+	}
+	var v Volume
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("sandbox: volume %s: %w", name, err)
+	}
+	v.Path = filepath.Join(dir, volumeDataDir)
+	return &v, nil
+}
+
+// ListVolumes returns every volume, by name.
+func ListVolumes(rt Runtime) ([]*Volume, error) {
+	rt.abs()
+	ents, err := os.ReadDir(rt.volumesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: list volumes: %w", err)
+	}
+	var out []*Volume
+	for _, e := range ents {
+		if v, err := GetVolume(rt, e.Name()); err == nil {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RemoveVolume deletes the named volume and its files. A volume a running
+// sandbox mounts is ErrVolumeInUse.
+func RemoveVolume(rt Runtime, name string) error {
+	rt.abs()
+	if _, err := GetVolume(rt, name); err != nil {
+		return err
+	}
+	sbs, err := List(rt)
+	if err != nil {
+		return err
+	}
+	for _, st := range sbs {
+		if st.Status.Terminal() {
+			continue
+		}
+		for _, m := range st.Config.Mounts {
+			if m.Kind == MountNamed && m.Source == name {
+				return fmt.Errorf("%w: volume %s is mounted by running sandbox %s at %s; stop it first", ErrVolumeInUse, name, st.Name, m.Guest)
+			}
+		}
+	}
+	if err := os.RemoveAll(rt.volumeDir(name)); err != nil {
+		return fmt.Errorf("sandbox: remove volume %s: %w", name, err)
+	}
+	return nil
+}
+
+// resolveMounts turns cfg's mounts into the sandbox process's shares and
+// the guest's mounts: bind paths made absolute and checked, named volumes
+// created when missing.
+func resolveMounts(rt *Runtime, ms []Mount) ([]share, []bootcfg.Mount, error) {
+	var shares []share
+	var guest []bootcfg.Mount
+	for i, m := range ms {
+		opts := append([]string(nil), m.Options...)
+		switch m.Kind {
+		case MountTmpfs:
+			if m.SizeMiB > 0 {
+				opts = append(opts, fmt.Sprintf("size=%dm", m.SizeMiB))
+			}
+			guest = append(guest, bootcfg.Mount{Target: m.Guest, FSType: "tmpfs", ReadOnly: m.ReadOnly, Options: opts})
+			continue
+		case MountBind, MountNamed:
+		default:
+			return nil, nil, fmt.Errorf("%w: mount kind %q", ErrInvalidConfig, m.Kind)
+		}
+		sh := share{Tag: fmt.Sprintf("msb%d", i), ReadOnly: m.ReadOnly, QuotaBytes: uint64(m.QuotaMiB) << 20}
+		if m.Kind == MountBind {
+			root, err := filepath.Abs(m.Source)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: bind %s: %w", ErrInvalidConfig, m.Source, err)
+			}
+			fi, err := os.Stat(root)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: bind mount at %s: %w", ErrInvalidConfig, m.Guest, err)
+			}
+			if !fi.IsDir() {
+				return nil, nil, fmt.Errorf("%w: bind mount at %s: %s is not a directory (only directories can be shared)", ErrInvalidConfig, m.Guest, root)
+			}
+			sh.Root = root
+		} else {
+			var v *Volume
+			var err error
+			switch m.Create {
+			case "create":
+				v, err = CreateVolume(*rt, Volume{Name: m.Source})
+			case "ensure-exists":
+				v, err = GetVolume(*rt, m.Source)
+				if errors.Is(err, ErrVolumeNotFound) {
+					v, err = CreateVolume(*rt, Volume{Name: m.Source})
+					if errors.Is(err, ErrVolumeExists) { // created meanwhile
+						v, err = GetVolume(*rt, m.Source)
+					}
+				}
+			default:
+				v, err = GetVolume(*rt, m.Source)
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("named mount at %s: %w", m.Guest, err)
+			}
+			sh.Root = v.Path
+			sh.QuotaBytes = uint64(v.QuotaMiB) << 20
+		}
+		shares = append(shares, sh)
+		guest = append(guest, bootcfg.Mount{Source: sh.Tag, Target: m.Guest, FSType: "virtiofs", ReadOnly: m.ReadOnly, Options: opts})
+	}
+	return shares, guest, nil
+}

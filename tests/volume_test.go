@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//go:build e2e
+
+package tests
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	microsandbox "github.com/microsandbox-go/microsandbox"
+	"github.com/microsandbox-go/microsandbox/internal/vmtest"
+)
+
+// TestVolumes mounts host directories into booted guests through
+// virtio-fs: a read-only bind (reads work, writes fail with EROFS), a
+// read-write bind with guest ownership, a named volume written by one
+// sandbox and read by the next and from the host, its quota, and a tmpfs
+// with a size limit.
+func TestVolumes(t *testing.T) {
+	vmtest.RequireKVM(t)
+	image := setupRuntime(t)
+	ctx, cancel := context.WithTimeout(context.Background(), sandboxTestTimeout)
+	defer cancel()
+
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "main.py"), []byte("print('from the host')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw := t.TempDir()
+	os.Chmod(rw, 0o777)
+	vol, err := microsandbox.CreateVolume(ctx, "shared", microsandbox.WithVolumeQuota(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts := microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+		"/app/src": microsandbox.Mount.Bind(src, microsandbox.MountOptions{Readonly: true}),
+		"/rw":      microsandbox.Mount.Bind(rw, microsandbox.MountOptions{}),
+		"/data":    microsandbox.Mount.Named("shared", microsandbox.MountOptions{}),
+		"/scratch": microsandbox.Mount.Tmpfs(microsandbox.TmpfsOptions{SizeMiB: 4}),
+	})
+	a := createSandbox(ctx, t, "vol-a", image, mounts)
+
+	if got := mustExec(ctx, t, a, "cat", "/app/src/main.py"); got != "print('from the host')\n" {
+		t.Errorf("read through the read-only bind = %q", got)
+	}
+	out, err := a.Shell(ctx, "echo x > /app/src/new 2>&1; echo x >> /app/src/main.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Success() || !strings.Contains(out.Stderr(), "Read-only file system") {
+		t.Errorf("write into the read-only bind: exit %d, stderr %q; want EROFS", out.ExitCode(), out.Stderr())
+	}
+	if _, err := os.Stat(filepath.Join(src, "new")); !os.IsNotExist(err) {
+		t.Errorf("the read-only share gained a file: %v", err)
+	}
+
+	// Ownership: a file made by nobody belongs to nobody, in the guest
+	// and on the host.
+	if out, err := a.Exec(ctx, "sh", []string{"-c", "echo hi > /rw/by-nobody && stat -c '%u %a' /rw/by-nobody"}, microsandbox.WithExecUser("nobody")); err != nil || !out.Success() || out.Stdout() != "65534 644\n" {
+		t.Errorf("file by nobody: %v %q %q", err, out.Stdout(), out.Stderr())
+	}
+	if fi, err := os.Stat(filepath.Join(rw, "by-nobody")); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("host view of the file by nobody: %v %v", fi, err)
+	}
+
+	mustExec(ctx, t, a, "sh", "-c", "echo persisted > /data/note")
+	// Quota: 8 MiB.
+	out, err = a.Shell(ctx, "dd if=/dev/zero of=/data/big bs=1048576 count=16 2>&1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Success() || !strings.Contains(out.Stdout(), "No space left on device") {
+		t.Errorf("16 MiB into an 8 MiB volume: exit %d, %q; want ENOSPC", out.ExitCode(), out.Stdout())
+	}
+	mustExec(ctx, t, a, "rm", "-f", "/data/big")
+	// tmpfs size: 4 MiB.
+	out, err = a.Shell(ctx, "dd if=/dev/zero of=/scratch/big bs=1048576 count=8 2>&1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Success() || !strings.Contains(out.Stdout(), "No space left on device") {
+		t.Errorf("8 MiB into a 4 MiB tmpfs: exit %d, %q; want ENOSPC", out.ExitCode(), out.Stdout())
+	}
+	if err := microsandbox.RemoveVolume(ctx, "shared"); !microsandbox.IsKind(err, microsandbox.ErrInvalidConfig) {
+		t.Errorf("RemoveVolume while mounted = %v, want ErrInvalidConfig", err)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if got, err := vol.FS().ReadString(ctx, "note"); got != "persisted\n" || err != nil {
+		t.Errorf("host read of the volume = %q, %v", got, err)
+	}
+	b := createSandbox(ctx, t, "vol-b", image, microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+		"/data": microsandbox.Mount.Named("shared", microsandbox.MountOptions{Readonly: true}),
+	}))
+	if got := mustExec(ctx, t, b, "cat", "/data/note"); got != "persisted\n" {
+		t.Errorf("the next sandbox reads %q", got)
+	}
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := microsandbox.RemoveVolume(ctx, "shared"); err != nil {
+		t.Errorf("RemoveVolume after the sandboxes stopped: %v", err)
+	}
+	if _, err := microsandbox.CreateSandbox(ctx, "vol-c", microsandbox.WithImage(image), microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+		"/data": microsandbox.Mount.Named("missing", microsandbox.MountOptions{}),
+	})); !microsandbox.IsKind(err, microsandbox.ErrVolumeNotFound) {
+		t.Errorf("a mount of a missing volume = %v, want ErrVolumeNotFound", err)
+	}
+}
