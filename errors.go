@@ -167,6 +167,8 @@ func wrap(err error) error {
 		kind = ErrExecTimeout
 	case errors.Is(err, sandbox.ErrSpawn):
 		kind = ErrExecFailed
+	case errors.Is(err, sandbox.ErrPatchFailed):
+		kind = ErrPatchFailed
 	case errors.Is(err, sandbox.ErrVolumeNotFound):
 		kind = ErrVolumeNotFound
 	case errors.Is(err, sandbox.ErrVolumeExists):

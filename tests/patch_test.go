@@ -112,6 +112,9 @@ func TestPatches(t *testing.T) {
 	if err == nil {
 		t.Fatal("CreateSandbox with an Append to a missing file succeeded")
 	}
+	if !microsandbox.IsKind(err, microsandbox.ErrPatchFailed) {
+		t.Errorf("CreateSandbox with a failing patch = %v, want ErrPatchFailed", err)
+	}
 	if !strings.Contains(err.Error(), "patch 1 (append /etc/missing.conf)") {
 		t.Errorf("CreateSandbox error does not name the patch:\n%v", err)
 	}

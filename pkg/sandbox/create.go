@@ -463,7 +463,16 @@ func (sb *Sandbox) waitReady(ctx context.Context) (*host.Client, error) {
 		last = err
 		select {
 		case <-sb.done:
-			return nil, fmt.Errorf("%w: sandbox process ended (%v) before the agent answered; console:\n%s", ErrBoot, sb.waitErr, sb.consoleTail())
+			class := ErrBoot
+			if st, err := ReadState(sb.dir); err == nil && st.GuestStatus != nil {
+				switch bootcfg.Status(*st.GuestStatus) {
+				case bootcfg.StatusPatchFailed:
+					class = ErrPatchFailed
+				case bootcfg.StatusBadConfig:
+					class = ErrInvalidConfig
+				}
+			}
+			return nil, fmt.Errorf("%w: sandbox process ended (%v) before the agent answered; console:\n%s", class, sb.waitErr, sb.consoleTail())
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return nil, ctx.Err()

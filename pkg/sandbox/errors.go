@@ -34,3 +34,7 @@ var ErrSpawn = errors.New("sandbox: exec did not start")
 // ErrMetricsUnavailable: the sandbox runs but its sandbox process has not
 // written its first stats yet (right after boot); retry.
 var ErrMetricsUnavailable = errors.New("sandbox: no live metrics slot yet")
+
+// ErrPatchFailed: a root filesystem patch could not be applied in the
+// guest; the error names the patch.
+var ErrPatchFailed = errors.New("sandbox: patch failed")

@@ -132,7 +132,11 @@ func RunProcess(ctx context.Context, dir string) (err error) {
 		status = StatusCrashed
 	}
 	if _, serr := updateState(dir, func(s *State) {
-		s.Status, s.Exit = status, what
+		s.Status, s.Exit, s.GuestStatus = status, what, nil
+		if err == nil && exit.Reason == vmm.ExitPowerOff {
+			gs := exit.Status
+			s.GuestStatus = &gs
+		}
 	}); serr != nil {
 		err = errors.Join(err, serr)
 	}

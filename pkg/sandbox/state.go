@@ -36,6 +36,9 @@ type State struct {
 	Updated time.Time `json:"updated"`
 	// Exit says how the VM ended, once it did.
 	Exit string `json:"exit,omitempty"`
+	// GuestStatus is the byte the guest agent wrote when it powered the
+	// VM off (bootcfg.Status: why it gave up), when it did.
+	GuestStatus *uint8 `json:"guest_status,omitempty"`
 	// Socket is the agent control socket.
 	Socket string `json:"socket"`
 	// Workdir and User are the exec defaults resolved at creation (the
