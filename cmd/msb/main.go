@@ -13,6 +13,8 @@
 //	msb shell [flags] NAME [-- CMD...]        interactive terminal in a sandbox
 //	msb cp SRC DST                            copy files; NAME:/path names a guest path
 //	msb metrics [--json] [NAME]               sample running sandboxes
+//	msb pull REF | images | rmi REF...        manage images
+//	msb volume create|ls|rm                   manage named volumes
 //	msb version                               print the version
 //
 // msb run and msb exec exit with the command's exit code (127: it did not
@@ -48,6 +50,10 @@ commands:
   shell [flags] NAME [-- CMD [ARG...]]  attach this terminal to a shell (or CMD) in a sandbox
   cp SRC DST                            copy a file; NAME:/path is a guest path
   metrics [--json] [NAME]               sample running sandboxes
+  pull [--insecure] REF                 pull an image and prepare its root filesystem
+  images [--json]                       list stored images
+  rmi [-f] REF...                       remove stored images (-f: even in use)
+  volume create|ls|rm                   manage named volumes
   version                               print the version
 
 Run "msb COMMAND -h" for a command's flags.`
@@ -73,6 +79,11 @@ var commands = map[string]command{
 	"cp":      cpCmd,
 	"copy":    cpCmd,
 	"metrics": metricsCmd,
+	"pull":    pullCmd,
+	"images":  imagesCmd,
+	"rmi":     rmiCmd,
+	"volume":  volumeCmd,
+	"vol":     volumeCmd,
 	"version": versionCmd,
 }
 

@@ -82,6 +82,9 @@ func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (
 	}
 	sb, err := create(ctx, &rt, cfg, dir)
 	if err != nil {
+		if st, rerr := ReadState(dir); rerr == nil {
+			releaseImage(rt, st)
+		}
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -139,6 +142,7 @@ func replace(ctx context.Context, rt Runtime, name string, timeout time.Duration
 			}
 		}
 	}
+	releaseImage(rt, st)
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("sandbox: replace %s: %w", name, err)
 	}
@@ -153,6 +157,13 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	}
 	im, rootPath, err := prepareImage(ctx, rt, &cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := holdImage(ctx, rt, im.Digest(), cfg.Name); err != nil {
+		return nil, err
+	}
+	if _, err := updateState(dir, func(s *State) { s.ImageDigest = im.Digest().String() }); err != nil {
+		releaseImage(*rt, &State{Name: cfg.Name, ImageDigest: im.Digest().String()})
 		return nil, err
 	}
 	ic := im.Config()

@@ -20,12 +20,17 @@ import (
 // once per image digest: concurrent creators serialize on a lock file and
 // the later ones find the image built.
 func prepareImage(ctx context.Context, rt *Runtime, cfg *Config) (oci.Image, string, error) {
+	return prepareImageProgress(ctx, rt, cfg, nil)
+}
+
+// prepareImageProgress is prepareImage reporting pull progress.
+func prepareImageProgress(ctx context.Context, rt *Runtime, cfg *Config, progress func(oci.Progress)) (oci.Image, string, error) {
 	ref := cfg.Image
 	store, err := oci.New(oci.Config{Dir: rt.imagesDir()})
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	opts := oci.PullOptions{Policy: oci.PullIfMissing}
+	opts := oci.PullOptions{Policy: oci.PullIfMissing, Progress: progress}
 	switch cfg.PullPolicy {
 	case "always":
 		opts.Policy = oci.PullAlways

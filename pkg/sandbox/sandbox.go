@@ -446,6 +446,7 @@ func Remove(rt Runtime, name string) error {
 	if !st.Status.Terminal() {
 		return fmt.Errorf("%w: %s is %s", ErrStillRunning, name, st.Status)
 	}
+	releaseImage(rt, st)
 	return os.RemoveAll(rt.sandboxDir(name))
 }
 

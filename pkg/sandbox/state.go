@@ -41,6 +41,9 @@ type State struct {
 	GuestStatus *uint8 `json:"guest_status,omitempty"`
 	// Socket is the agent control socket.
 	Socket string `json:"socket"`
+	// ImageDigest is the manifest digest of the sandbox's image, which
+	// the sandbox holds in the image store until it is removed.
+	ImageDigest string `json:"image_digest,omitempty"`
 	// Workdir and User are the exec defaults resolved at creation (the
 	// configuration's, else the image's).
 	Workdir string `json:"workdir,omitempty"`
