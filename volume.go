@@ -183,11 +183,10 @@ const (
 type VolumeOption func(*volumeOptions)
 
 type volumeOptions struct {
-	kind    VolumeKind
-	size    uint32
-	quota   uint32
-	labels  map[string]string
-	invalid error
+	kind   VolumeKind
+	size   uint32
+	quota  uint32
+	labels map[string]string
 }
 
 // WithVolumeKind sets the kind; only VolumeKindDir is supported.
