@@ -3,6 +3,7 @@
 package microsandbox
 
 import (
+	"context"
 	"os/exec"
 	"strings"
 
@@ -35,4 +36,33 @@ func RuntimeVersion() (string, error) {
 func IsInstalled() bool {
 	rt := sandbox.DefaultRuntime()
 	return rt.Check() == nil
+}
+
+// SetupOption configures EnsureInstalled and Install.
+type SetupOption func(*setupOptions)
+
+type setupOptions struct{}
+
+// WithSkipDownload is accepted for upstream compatibility: this runtime
+// never downloads; Install copies the files of a source build.
+func WithSkipDownload() SetupOption { return func(*setupOptions) {} }
+
+// Install copies the runtime's files (msb, the guest kernel, the agent, as
+// DefaultRuntime finds them: MSB_BIN/MSB_KERNEL/MSB_AGENT or next to this
+// executable) into MSB_HOME/bin, where any program embedding the SDK finds
+// them. Nothing is downloaded.
+func Install(ctx context.Context, opts ...SetupOption) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	_, err := sandbox.Install(sandbox.DefaultRuntime())
+	return wrap(err)
+}
+
+// EnsureInstalled installs the runtime unless IsInstalled.
+func EnsureInstalled(ctx context.Context, opts ...SetupOption) error {
+	if IsInstalled() {
+		return nil
+	}
+	return Install(ctx, opts...)
 }

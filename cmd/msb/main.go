@@ -54,6 +54,7 @@ commands:
   images [--json]                       list stored images
   rmi [-f] REF...                       remove stored images (-f: even in use)
   volume create|ls|rm                   manage named volumes
+  install                               copy msb, the kernel and the agent into $MSB_HOME/bin
   version                               print the version
 
 Run "msb COMMAND -h" for a command's flags.`
@@ -85,6 +86,7 @@ var commands = map[string]command{
 	"volume":  volumeCmd,
 	"vol":     volumeCmd,
 	"version": versionCmd,
+	"install": installCmd,
 }
 
 func run(args []string) int {

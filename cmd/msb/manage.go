@@ -180,3 +180,16 @@ func versionCmd(context.Context, []string) int {
 	fmt.Println("msb " + microsandbox.SDKVersion())
 	return 0
 }
+
+// installCmd copies msb, the guest kernel and the agent into MSB_HOME/bin.
+func installCmd(ctx context.Context, args []string) int {
+	if len(args) != 0 {
+		fmt.Fprintln(os.Stderr, "usage: msb install")
+		return 2
+	}
+	if err := microsandbox.Install(ctx); err != nil {
+		return fail("install: %v", err)
+	}
+	fmt.Println("installed msb, vmlinux and msb-agent in $MSB_HOME/bin")
+	return 0
+}

@@ -74,6 +74,9 @@ func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (
 		}
 	}
 	dir := rt.sandboxDir(cfg.Name)
+	if sock := SocketPath(dir); len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("%w: the agent socket %s is %d bytes, over the %d a Unix socket path may have: use a shorter MSB_HOME or sandbox name", ErrInvalidConfig, sock, len(sock), maxSocketPath)
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("%w: sandbox already exists: sandbox '%s' already exists; remove it, start the stopped sandbox, or recreate with replace", ErrAlreadyExists, cfg.Name)
@@ -90,6 +93,10 @@ func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (
 	}
 	return sb, nil
 }
+
+// maxSocketPath is the longest Unix socket path (sun_path is 108 bytes
+// with the terminating NUL).
+const maxSocketPath = 107
 
 // CreateOption changes how Create treats an existing sandbox.
 type CreateOption func(*createOptions)

@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,5 +157,50 @@ func TestNetworkValidate(t *testing.T) {
 	ok := &Network{Ports: []PortBinding{{HostPort: 8080, GuestPort: 80}, {Protocol: "udp", HostPort: 8080, GuestPort: 80}}, DNSServers: []string{"1.1.1.1:53"}}
 	if err := ok.validate(); err != nil {
 		t.Errorf("validate(%+v) = %v", ok, err)
+	}
+}
+
+func TestInstall(t *testing.T) {
+	src := t.TempDir()
+	rt := Runtime{Home: t.TempDir()}
+	for _, f := range []struct {
+		name string
+		p    *string
+	}{{KernelName, &rt.Kernel}, {AgentName, &rt.Agent}, {BinaryName, &rt.Binary}} {
+		*f.p = filepath.Join(src, f.name)
+		if err := os.WriteFile(*f.p, []byte("content of "+f.name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Install(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{got.Kernel, got.Agent, got.Binary} {
+		if filepath.Dir(p) != filepath.Join(rt.Home, "bin") {
+			t.Errorf("installed at %s", p)
+		}
+		if b, err := os.ReadFile(p); err != nil || !strings.HasPrefix(string(b), "content of ") {
+			t.Errorf("%s: %q, %v", p, b, err)
+		}
+	}
+	// A second Install keeps the files.
+	if _, err := Install(rt); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvHome, rt.Home)
+	t.Setenv(EnvKernel, "")
+	t.Setenv(EnvAgent, "")
+	if d := DefaultRuntime(); d.Kernel != got.Kernel || d.Agent != got.Agent {
+		t.Errorf("DefaultRuntime after Install = %+v, want the installed files", d)
+	}
+}
+
+func TestCreateRejectsLongSocketPath(t *testing.T) {
+	home := filepath.Join(t.TempDir(), strings.Repeat("h", 90))
+	_, err := Create(t.Context(), Runtime{Home: home, Kernel: "/bin/sh", Agent: "/bin/sh", Binary: "/bin/sh"},
+		Config{Name: strings.Repeat("n", 20), Image: "busybox"})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Unix socket") {
+		t.Errorf("Create with a long socket path = %v, want ErrInvalidConfig naming the socket", err)
 	}
 }

@@ -49,7 +49,8 @@ type Runtime struct {
 // MSB_HOME, else ~/.microsandbox-go; Kernel, Agent and Binary from
 // MSB_KERNEL, MSB_AGENT and MSB_BIN, else the files vmlinux, msb-agent and
 // msb next to the running executable (Binary: the executable itself when it
-// is named msb); BootTimeout from MSB_BOOT_TIMEOUT. Paths are made absolute. A file that cannot be found is
+// is named msb), else in Home's bin directory (Install); BootTimeout from
+// MSB_BOOT_TIMEOUT. Paths are made absolute. A file that cannot be found is
 // left empty; Check reports it.
 func DefaultRuntime() Runtime {
 	var rt Runtime
@@ -64,6 +65,10 @@ func DefaultRuntime() Runtime {
 	if exe != "" {
 		exeDir = filepath.Dir(exe)
 	}
+	binDir := ""
+	if rt.Home != "" {
+		binDir = rt.binDir()
+	}
 	find := func(env, name string) string {
 		if p := os.Getenv(env); p != "" {
 			return p
@@ -71,8 +76,11 @@ func DefaultRuntime() Runtime {
 		if exe != "" && name == BinaryName && filepath.Base(exe) == BinaryName {
 			return exe
 		}
-		if exeDir != "" {
-			p := filepath.Join(exeDir, name)
+		for _, dir := range []string{exeDir, binDir} {
+			if dir == "" {
+				continue
+			}
+			p := filepath.Join(dir, name)
 			if _, err := os.Stat(p); err == nil {
 				return p
 			}
@@ -123,6 +131,7 @@ func (rt *Runtime) Check() error {
 }
 
 // Paths under Home.
+func (rt *Runtime) binDir() string             { return filepath.Join(rt.Home, "bin") }
 func (rt *Runtime) imagesDir() string          { return filepath.Join(rt.Home, "images") }
 func (rt *Runtime) rootfsDir() string          { return filepath.Join(rt.Home, "rootfs") }
 func (rt *Runtime) sandboxesDir() string       { return filepath.Join(rt.Home, "sandboxes") }
