@@ -69,13 +69,14 @@ const (
 	roCompatSparseSuper = 0x0001 // EXT4_FEATURE_RO_COMPAT_SPARSE_SUPER
 	roCompatLargeFile   = 0x0002 // EXT4_FEATURE_RO_COMPAT_LARGE_FILE
 	roCompatHugeFile    = 0x0008 // EXT4_FEATURE_RO_COMPAT_HUGE_FILE
+	roCompatGdtCsum     = 0x0010 // EXT4_FEATURE_RO_COMPAT_GDT_CSUM (uninit_bg)
 	roCompatDirNlink    = 0x0020 // EXT4_FEATURE_RO_COMPAT_DIR_NLINK
 	roCompatExtraIsize  = 0x0040 // EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE
 
 	featureCompat   = compatExtAttr | compatDirIndex
 	featureIncompat = incompatFiletype | incompatExtents
 	featureROCompat = roCompatSparseSuper | roCompatLargeFile | roCompatHugeFile |
-		roCompatDirNlink | roCompatExtraIsize
+		roCompatGdtCsum | roCompatDirNlink | roCompatExtraIsize
 )
 
 // fsParams is what every superblock copy shares.
@@ -127,8 +128,7 @@ func (p *fsParams) putSuper(b []byte, g uint32) {
 }
 
 // Group descriptor: struct ext4_group_desc, the 32-byte form used without
-// the 64bit feature. bg_flags stays 0: without uninit_bg every bitmap is
-// initialised on disk.
+// the 64bit feature.
 const (
 	bgBlockBitmap     = 0x00
 	bgInodeBitmap     = 0x04
@@ -136,7 +136,33 @@ const (
 	bgFreeBlocksCount = 0x0C
 	bgFreeInodesCount = 0x0E
 	bgUsedDirsCount   = 0x10
+	bgFlags           = 0x12
+	bgItableUnused    = 0x1C
+	bgChecksum        = 0x1E
+
+	bgInodeUninit  = 0x1 // EXT4_BG_INODE_UNINIT: inode bitmap not on disk
+	bgBlockUninit  = 0x2 // EXT4_BG_BLOCK_UNINIT: block bitmap not on disk
+	bgItableZeroed = 0x4 // EXT4_BG_INODE_ZEROED: no lazy itable init
 )
+
+// descFlags returns bg_flags of group g, chosen as mke2fs does: every group
+// but 0 (which holds the root directory and lost+found) leaves its inode
+// bitmap uninitialised, every group but 0 and the last (whose bitmap
+// carries end-of-file-system padding) its block bitmap. The kernel and
+// e2fsck compute an uninitialised bitmap from the geometry instead of
+// reading it, so Format need not write it. Inode tables are holes, which
+// read as zeros: all are marked zeroed, so the kernel starts no lazy
+// initialisation thread that would write them out.
+func (p *fsParams) descFlags(g uint32) uint16 {
+	f := uint16(bgItableZeroed)
+	if g != 0 {
+		f |= bgInodeUninit
+		if g != p.groups-1 {
+			f |= bgBlockUninit
+		}
+	}
+	return f
+}
 
 // putDesc encodes the descriptor of group g into b (descSize bytes).
 func (p *fsParams) putDesc(b []byte, g uint32) {
@@ -148,6 +174,37 @@ func (p *fsParams) putDesc(b []byte, g uint32) {
 	if g == 0 {
 		le.PutUint16(b[bgUsedDirsCount:], 2) // / and /lost+found
 	}
+	le.PutUint16(b[bgFlags:], p.descFlags(g))
+	le.PutUint16(b[bgItableUnused:], uint16(p.inodesPerGroup-p.usedInodes(g)))
+	le.PutUint16(b[bgChecksum:], p.descChecksum(b[:descSize], g))
+}
+
+// descChecksum returns bg_checksum under gdt_csum (ext4_group_desc_csum in
+// fs/ext4/super.c): crc16 over the file system UUID, the little-endian
+// group number and the descriptor up to the checksum field (which is the
+// last field of a 32-byte descriptor).
+func (p *fsParams) descChecksum(desc []byte, g uint32) uint16 {
+	var n [4]byte
+	le.PutUint32(n[:], g)
+	crc := crc16(0xFFFF, p.uuid[:])
+	crc = crc16(crc, n[:])
+	return crc16(crc, desc[:bgChecksum])
+}
+
+// crc16 updates crc with b as Linux's crc16 does (lib/crc16.c): the
+// reflected polynomial 0x8005 (0xA001), no final inversion.
+func crc16(crc uint16, b []byte) uint16 {
+	for _, c := range b {
+		crc ^= uint16(c)
+		for range 8 {
+			if crc&1 != 0 {
+				crc = crc>>1 ^ 0xA001
+			} else {
+				crc >>= 1
+			}
+		}
+	}
+	return crc
 }
 
 // putBitmap sets bits [0, used) and the padding bits [valid, 8*blockSize)

@@ -21,7 +21,11 @@
 //     lost+found as one-extent trees);
 //   - ro_compat: sparse_super (superblock and descriptor copies only in
 //     groups 0, 1 and powers of 3, 5 and 7), large_file, huge_file,
-//     dir_nlink and extra_isize.
+//     dir_nlink, extra_isize, and uninit_bg (gdt_csum: each group
+//     descriptor carries a crc16, which lets groups mark their bitmaps
+//     uninitialised, as mke2fs does, so they need not be written, and
+//     their inode tables zeroed, so the kernel starts no lazy
+//     initialisation that would fill the holes).
 //
 // Left out on purpose, each to keep the writer small and every byte it
 // writes checkable by e2fsck:
@@ -33,9 +37,9 @@
 //     mount works but a full e2fsck may be needed to trust it, and the
 //     sandbox's writable layer should then be treated as damaged. The
 //     disk is scratch space, not a database.
-//   - metadata_csum and uninit_bg (gdt_csum): no checksums anywhere, so
-//     every bitmap is written initialised and no lazy initialisation runs
-//     in the guest.
+//   - metadata_csum: no crc32c checksums of the superblock, bitmaps,
+//     inodes, directory blocks or extent blocks; only the group
+//     descriptors' crc16 of uninit_bg.
 //   - flex_bg, 64bit, resize_inode, meta_bg: metadata stays in its own
 //     group, sizes stop at 16 TiB, and online growth beyond the descriptor
 //     blocks present needs an offline resize2fs.
@@ -46,13 +50,13 @@
 // e2fsck can reconnect orphans without allocating).
 //
 // Sparseness: Format truncates the file and then writes only blocks that
-// must be non-zero: the superblock and descriptor table copies, every
-// group's block and inode bitmap (used prefixes and padding bits), the
-// first inode table block of group 0, and the root and lost+found
-// directory blocks. Inode tables are holes, which read as free inodes. A
-// 4 GiB image allocates about 350 KiB on the host and formats in well under
-// a millisecond of CPU; the cost grows with the number of groups (two
-// bitmap blocks per 128 MiB), so a 1 TiB image writes about 64 MiB.
+// must be non-zero: the superblock and descriptor table copies, group 0's
+// bitmaps and first inode table block, the last group's block bitmap (its
+// padding bits), and the root and lost+found directory blocks. Inode
+// tables and all other bitmaps are holes. A 4 GiB image allocates about
+// 100 KiB on the host and formats in about a millisecond; the descriptor
+// table copies grow with the size (32 bytes per 128 MiB group, in about
+// 2 log(groups) copies).
 //
 // Trust boundary: the inputs are the caller's size and Options, validated
 // against the format's limits (MinSize, MaxSize, MaxLabelLen, the inode

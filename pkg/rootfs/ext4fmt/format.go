@@ -130,9 +130,10 @@ func Format(f *os.File, size int64, opts Options) error {
 }
 
 // write writes the non-zero blocks of the file system: for each group one
-// run from its first block through its inode bitmap (superblock and
-// descriptor copy where sparse_super keeps one, then both bitmaps), plus,
-// in group 0, the first inode table block and the directory blocks.
+// run from its first block through its last initialised bitmap
+// (superblock and descriptor copy where sparse_super keeps one, then the
+// bitmaps descFlags leaves initialised), plus, in group 0, the first inode
+// table block and the directory blocks.
 func (p *fsParams) write(f *os.File) error {
 	gdt := make([]byte, p.gdtBlocks*blockSize)
 	for g := range p.groups {
@@ -150,9 +151,23 @@ func (p *fsParams) write(f *os.File) error {
 			p.putSuper(sb[:superSize], g)
 			copy(run[blockSize:], gdt)
 		}
-		bitmaps := run[p.superBlocks(g)*blockSize:]
-		putBitmap(bitmaps[:blockSize], p.usedBlocks(g), p.groupBlocks(g))
-		putBitmap(bitmaps[blockSize:], p.usedInodes(g), p.inodesPerGroup)
+		// The run ends after the last bitmap written; an uninitialised
+		// bitmap before it is written as zeros, which nothing reads.
+		n := p.superBlocks(g)
+		bitmaps := run[n*blockSize:]
+		flags := p.descFlags(g)
+		if flags&bgBlockUninit == 0 {
+			putBitmap(bitmaps[:blockSize], p.usedBlocks(g), p.groupBlocks(g))
+			n = p.superBlocks(g) + 1
+		}
+		if flags&bgInodeUninit == 0 {
+			putBitmap(bitmaps[blockSize:], p.usedInodes(g), p.inodesPerGroup)
+			n = p.superBlocks(g) + 2
+		}
+		run = run[:n*blockSize]
+		if len(run) == 0 {
+			continue
+		}
 		if err := p.writeAt(f, run, p.groupStart(g)); err != nil {
 			return err
 		}

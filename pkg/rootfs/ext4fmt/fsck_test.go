@@ -129,6 +129,7 @@ func TestE2fsck(t *testing.T) {
 		{"dropped last group", 128<<20 + 10*4096, 0},
 		{"short last group", 256<<20 + 600*4096, 0},
 		{"20GiB", 20 << 30, 0},
+		{"1TiB", 1 << 40, 0}, // 8192 groups, 64 descriptor blocks per copy
 	}
 	for _, tt := range sizes {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,7 +151,7 @@ func TestE2fsck(t *testing.T) {
 				"Filesystem UUID":         testUUIDString,
 				"Filesystem magic number": "0xEF53",
 				"Filesystem revision #":   "1 (dynamic)",
-				"Filesystem features":     "ext_attr dir_index filetype extent sparse_super large_file huge_file dir_nlink extra_isize",
+				"Filesystem features":     "ext_attr dir_index filetype extent sparse_super large_file huge_file uninit_bg dir_nlink extra_isize",
 				"Filesystem state":        "clean",
 				"Block size":              "4096",
 				"Inode size":              "256",

@@ -131,3 +131,14 @@ func TestInodeTime(t *testing.T) {
 		}
 	}
 }
+
+func TestCRC16(t *testing.T) {
+	// Check values of CRC-16/ARC (init 0) and CRC-16/MODBUS (init 0xFFFF),
+	// the two presets of the reflected 0x8005 polynomial Linux's crc16 uses.
+	if got := crc16(0, []byte("123456789")); got != 0xBB3D {
+		t.Errorf("crc16(0, 123456789) = %#x, want 0xbb3d", got)
+	}
+	if got := crc16(0xFFFF, []byte("123456789")); got != 0x4B37 {
+		t.Errorf("crc16(0xffff, 123456789) = %#x, want 0x4b37", got)
+	}
+}
