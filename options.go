@@ -47,7 +47,7 @@ type SandboxConfig struct {
 	Volumes map[string]MountConfig
 	// Scripts are merged across WithScripts calls.
 	Scripts map[string]string
-	// RootDisk is the writable layer; nil means a tmpfs.
+	// RootDisk is the writable layer; nil means a managed 4096 MiB disk.
 	RootDisk *RootDiskConfig
 	// PullPolicy says when the image is fetched; "" means if-missing.
 	PullPolicy PullPolicy

@@ -10,11 +10,9 @@ type RootDiskKind string
 // Root disk kinds.
 const (
 	// RootDiskKindManaged: a sparse ext4 disk in the sandbox's directory,
-	// kept across Stop and StartSandbox (upstream's default; here it
-	// needs mkfs.ext4 on the host for now).
+	// kept across Stop and StartSandbox (the default).
 	RootDiskKindManaged RootDiskKind = sandbox.RootDiskManaged
-	// RootDiskKindTmpfs: guest memory, pristine at every boot (the
-	// default until managed disks need no host tools).
+	// RootDiskKindTmpfs: guest memory, pristine at every boot.
 	RootDiskKindTmpfs RootDiskKind = sandbox.RootDiskTmpfs
 )
 
@@ -54,7 +52,7 @@ func (rootDiskFactory) Tmpfs(o RootDiskTmpfsOptions) RootDiskConfig {
 	return RootDiskConfig{kind: RootDiskKindTmpfs, sizeMiB: o.SizeMiB}
 }
 
-// WithRootDisk sets the writable layer; default a tmpfs.
+// WithRootDisk sets the writable layer; default RootDisk.Managed(4096).
 func WithRootDisk(d RootDiskConfig) SandboxOption {
 	return func(c *SandboxConfig) { c.RootDisk = &d }
 }

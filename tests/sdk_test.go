@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	microsandbox "github.com/microsandbox-go/microsandbox"
+	"github.com/microsandbox-go/microsandbox/internal/leaktest"
 	"github.com/microsandbox-go/microsandbox/internal/vmtest"
 )
 
@@ -74,6 +75,7 @@ func TestSDKLifecycle(t *testing.T) {
 	image := setupRuntime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*sandboxTestTimeout)
 	defer cancel()
+	goroutines, fds := leaktest.Count(), openFDs(t)
 
 	sb := createSandbox(ctx, t, "life", image, microsandbox.WithLabels(map[string]string{"team": "a"}))
 	page, err := microsandbox.ListSandboxesWith(ctx, microsandbox.WithListLabels(map[string]string{"team": "a"}))
@@ -117,9 +119,9 @@ func TestSDKLifecycle(t *testing.T) {
 		t.Errorf("the sandbox after closing a connected handle: %q", got)
 	}
 
-	// The default root disk is a tmpfs: what is written is gone after a
+	// The default root disk is a managed disk: what is written survives a
 	// stop and a start.
-	if err := sb.FS().WriteString(ctx, "/root/persisted", "gone"); err != nil {
+	if err := sb.FS().WriteString(ctx, "/root/persisted", "kept"); err != nil {
 		t.Fatal(err)
 	}
 	// Closing the owning handle stops the sandbox; its record stays.
@@ -149,8 +151,8 @@ func TestSDKLifecycle(t *testing.T) {
 	if got := mustExec(ctx, t, sb2, "hostname"); got != "life\n" {
 		t.Errorf("hostname after Start = %q", got)
 	}
-	if ok, err := sb2.FS().Exists(ctx, "/root/persisted"); ok || err != nil {
-		t.Errorf("a file written on the tmpfs root disk before the stop, after Start: exists %v, %v", ok, err)
+	if got, err := sb2.FS().ReadString(ctx, "/root/persisted"); got != "kept" || err != nil {
+		t.Errorf("a file written before the stop, after Start: %q, %v; want \"kept\"", got, err)
 	}
 	if _, err := microsandbox.StartSandbox(ctx, "life"); !microsandbox.IsKind(err, microsandbox.ErrSandboxStillRunning) {
 		t.Errorf("StartSandbox of a running sandbox = %v, want ErrSandboxStillRunning", err)
@@ -240,6 +242,28 @@ func TestSDKLifecycle(t *testing.T) {
 	if _, err := microsandbox.GetSandbox(ctx, "cancelled"); !microsandbox.IsKind(err, microsandbox.ErrSandboxNotFound) {
 		t.Errorf("a cancelled create left a record: %v", err)
 	}
+
+	// Every sandbox of this test has ended: their handles' goroutines and
+	// descriptors are gone from this process.
+	for _, s := range []*microsandbox.Sandbox{sb3, idle, maxd} {
+		s.Stop(ctx)
+	}
+	if n := leaktest.Settle(goroutines, 5*time.Second); n > goroutines {
+		t.Errorf("%d goroutines of this module before the sandboxes, %d after:\n%s", goroutines, n, leaktest.Stacks())
+	}
+	if n := openFDs(t); n > fds {
+		t.Errorf("%d open descriptors before the sandboxes, %d after", fds, n)
+	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
 
 // TestSDKOperations covers streaming exec, the file system and metrics on

@@ -83,7 +83,8 @@ type Config struct {
 	// Scripts are installed as executable files /.msb/scripts/NAME, a
 	// directory put first on PATH, so that Exec("NAME") runs them.
 	Scripts map[string]string `json:"scripts,omitempty"`
-	// RootDisk is the writable layer; nil means a tmpfs (see RootDisk).
+	// RootDisk is the writable layer; nil means a managed disk of
+	// DefaultRootDiskMiB.
 	RootDisk *RootDisk `json:"root_disk,omitempty"`
 	// PullPolicy is "if-missing" (when ""), "always" or "never".
 	PullPolicy string `json:"pull_policy,omitempty"`

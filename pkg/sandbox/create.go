@@ -193,7 +193,7 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	}
 	switch cfg.RootDisk.kind() {
 	case RootDiskManaged:
-		if spec.Upper, err = makeRootDisk(ctx, dir, cfg.RootDisk); err != nil {
+		if spec.Upper, err = makeRootDisk(dir, cfg.RootDisk); err != nil {
 			return nil, err
 		}
 		boot.Root.Upper.Device = guestUpperDevice

@@ -3,20 +3,18 @@
 package sandbox
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/microsandbox-go/microsandbox/pkg/rootfs/ext4fmt"
 )
 
 // Root disk kinds.
 const (
 	// RootDiskManaged is a sparse ext4 image in the sandbox directory,
-	// made at creation, kept across stops and restarts (upstream's
-	// default).
+	// made at creation, kept across stops and restarts (the default, as
+	// upstream's).
 	RootDiskManaged = "managed"
 	// RootDiskTmpfs keeps the writable layer in guest memory: it is lost
 	// when the sandbox stops.
@@ -36,9 +34,7 @@ const upperFile = "upper.ext4"
 const guestUpperDevice = "/dev/vdb"
 
 // RootDisk is the writable layer over the image. The zero value (and a nil
-// *RootDisk) is a tmpfs: a managed disk is made with mkfs.ext4 until the
-// pure-Go formatter lands, and hosts without e2fsprogs must still boot
-// sandboxes.
+// *RootDisk) is a managed disk of DefaultRootDiskMiB.
 type RootDisk struct {
 	// Kind is RootDiskManaged (when "") or RootDiskTmpfs.
 	Kind string `json:"kind,omitempty"`
@@ -50,7 +46,7 @@ type RootDisk struct {
 
 func (d *RootDisk) kind() string {
 	if d == nil || d.Kind == "" {
-		return RootDiskTmpfs
+		return RootDiskManaged
 	}
 	return d.Kind
 }
@@ -70,35 +66,17 @@ func (d *RootDisk) validate() error {
 	return nil
 }
 
-// makeRootDisk creates the sparse ext4 image of a managed root disk in dir
-// with mkfs.ext4 (e2fsprogs) and returns its path.
-func makeRootDisk(ctx context.Context, dir string, d *RootDisk) (string, error) {
+// makeRootDisk formats the sparse ext4 image of a managed root disk in dir
+// (pkg/rootfs/ext4fmt: no host tools) and returns its path.
+func makeRootDisk(dir string, d *RootDisk) (string, error) {
 	size := uint64(DefaultRootDiskMiB)
 	if d != nil && d.SizeMiB != 0 {
 		size = uint64(d.SizeMiB)
 	}
-	mkfs, err := exec.LookPath("mkfs.ext4")
-	if err != nil {
-		return "", fmt.Errorf("%w: a managed root disk needs mkfs.ext4: install e2fsprogs, or use a tmpfs root disk", ErrInvalidConfig)
-	}
 	path := filepath.Join(dir, upperFile)
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := ext4fmt.FormatFile(tmp, int64(size)<<20, ext4fmt.Options{Label: "msb-upper"}); err != nil {
 		return "", fmt.Errorf("sandbox: root disk: %w", err)
-	}
-	err = f.Truncate(int64(size) << 20)
-	if err = errors.Join(err, f.Close()); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("sandbox: root disk: %w", err)
-	}
-	// Lazy inode table and journal initialisation keep the image sparse
-	// and mkfs quick; the guest kernel finishes the job in the background.
-	out, err := exec.CommandContext(ctx, mkfs, "-q", "-F", "-L", "msb-upper",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", "-m", "0", tmp).CombinedOutput()
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("sandbox: root disk: mkfs.ext4: %w: %s", err, strings.TrimSpace(string(out)))
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)

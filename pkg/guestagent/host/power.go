@@ -4,7 +4,9 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent"
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent/agentpb"
@@ -13,7 +15,10 @@ import (
 // Shutdown asks the agent to end the machine: stop every process, sync,
 // unmount and power off, or reboot when reboot is set. It returns once the
 // agent has accepted; the connection then ends with the machine, which the
-// VMM reports (power-off, or a reset for a reboot).
+// VMM reports (power-off, or a reset for a reboot). The machine may end
+// before the acceptance crosses the connection: a connection that closes
+// after the request was sent counts as accepted, and callers learn the
+// outcome from the VMM.
 func (c *Client) Shutdown(ctx context.Context, reboot bool) error {
 	if !c.sess.Has(guestagent.CapPower) {
 		return fmt.Errorf("host: shutdown: guest lacks the %q capability", guestagent.CapPower)
@@ -25,6 +30,10 @@ func (c *Client) Shutdown(ctx context.Context, reboot bool) error {
 	defer st.abandon(context.Background())
 	f, err := st.next(ctx)
 	if err != nil {
+		// The peer ended the connection (end of file), not this client.
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil
+		}
 		return fmt.Errorf("host: shutdown: %w", err)
 	}
 	if e := f.GetError(); e != nil {

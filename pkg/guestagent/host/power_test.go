@@ -41,3 +41,31 @@ func TestShutdown(t *testing.T) {
 		t.Error("Shutdown without the power capability: got nil error")
 	}
 }
+
+// TestShutdownMachineEndsFirst: the machine may end (and the connection
+// with it) before the agent's acceptance crosses; Shutdown reads that as
+// accepted.
+func TestShutdownMachineEndsFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, b := socketPair(t)
+	srv, err := guest.New(guest.Config{Power: func(bool) error { return b.Close() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(ctx, b)
+	}()
+	c, err := host.Dial(ctx, a, host.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Shutdown(ctx, false); err != nil {
+		t.Errorf("Shutdown with the connection ending at power-off = %v, want nil", err)
+	}
+	cancel()
+	<-done
+}
