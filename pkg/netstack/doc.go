@@ -43,6 +43,32 @@
 // can match the addresses the guest connects to. The name [HostName]
 // resolves to the gateway.
 //
+// TLS server names: domain rules also match the SNI host name of a guest
+// TCP flow's ClientHello, on any port, when the policy has a domain rule
+// that applies to the flow's protocol and port. The first bytes of the
+// guest's stream are read (at most 16 KiB, at most 5 s) and parsed by a
+// bounds-checked parser; records that are not a TLS handshake end the
+// peek at once. Among the domain rules that apply, the first matching the
+// name decides, as [policy.Policy.CheckServerName] describes:
+//   - A deny rule refuses the flow even when an address rule (a CIDR, a
+//     group) allows the address, as a denied name never resolves through
+//     the sandbox DNS either. Such flows are dialled and accepted first, so
+//     server-first protocols are not delayed, but none of the guest's
+//     bytes reach the host until the name is known; a denied flow is
+//     reset and both sockets closed.
+//   - An allow rule lets a flow the address rules deny through only when
+//     the name, resolved by the stack through the upstream resolvers (with
+//     rebinding protection, and pinned as if the guest had asked), includes
+//     the destination address. A guest chooses its SNI freely, so the name
+//     alone never opens an address. Such flows are accepted before they are
+//     dialled: a refused one sees its handshake succeed and then a reset,
+//     and a silent one holds its flow slot until the 5 s bound.
+//
+// Flows without a ClientHello, or whose ClientHello has no SNI or a
+// malformed one, are decided by address alone. Encrypted ClientHello
+// (ECH) hides the real name behind the outer one; only the outer name is
+// seen.
+//
 // Trust boundary: every frame, every segment and every DNS query comes from
 // a hostile guest. Frames are length-checked and copied before gVisor
 // parses them; DNS messages are parsed with golang.org/x/net/dns/dnsmessage,

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -49,26 +50,43 @@ func (s *Stack) dnsAllowed(proto policy.Protocol) bool {
 // 0, are refused whatever the policy says; the gateway maps to the host's
 // loopback. ICMP flows carry port 0.
 func (s *Stack) egressTarget(proto policy.Protocol, dst netip.AddrPort) (netip.AddrPort, bool) {
+	if !s.egressPossible(proto, dst) || !s.egressAllowed(proto, dst) {
+		return netip.AddrPort{}, false
+	}
+	return hostTarget(dst), true
+}
+
+// egressPossible reports whether any policy could allow a flow to dst.
+func (s *Stack) egressPossible(proto policy.Protocol, dst netip.AddrPort) bool {
 	a := policy.Normalize(dst.Addr())
 	g := policy.Classify(a, s.isHost)
 	isICMP := proto == policy.ICMPv4 || proto == policy.ICMPv6
 	if g == policy.GroupInvalid || g == policy.GroupMulticast || (dst.Port() == 0 && !isICMP) {
-		return netip.AddrPort{}, false
+		return false
 	}
-	if (Subnet4.Contains(a) || Subnet6.Contains(a)) && a != Gateway4 && a != Gateway6 {
-		return netip.AddrPort{}, false
-	}
-	f := policy.Flow{Direction: policy.Egress, Protocol: proto, Remote: netip.AddrPortFrom(a, dst.Port())}
-	if s.cfg.Policy.Check(f, s.env()).Action != policy.Allow {
-		return netip.AddrPort{}, false
-	}
+	return !(Subnet4.Contains(a) || Subnet6.Contains(a)) || a == Gateway4 || a == Gateway6
+}
+
+// egressAllowed asks the policy about a flow to dst.
+func (s *Stack) egressAllowed(proto policy.Protocol, dst netip.AddrPort) bool {
+	return s.cfg.Policy.Check(egressFlow(proto, dst), s.env()).Action == policy.Allow
+}
+
+func egressFlow(proto policy.Protocol, dst netip.AddrPort) policy.Flow {
+	return policy.Flow{Direction: policy.Egress, Protocol: proto, Remote: netip.AddrPortFrom(policy.Normalize(dst.Addr()), dst.Port())}
+}
+
+// hostTarget maps dst to the address the host dials: the gateway becomes
+// the host's loopback.
+func hostTarget(dst netip.AddrPort) netip.AddrPort {
+	a := policy.Normalize(dst.Addr())
 	switch a {
 	case Gateway4:
 		a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	case Gateway6:
 		a = netip.IPv6Loopback()
 	}
-	return netip.AddrPortFrom(a, dst.Port()), true
+	return netip.AddrPortFrom(a, dst.Port())
 }
 
 func (s *Stack) dial(network string, target netip.AddrPort) (net.Conn, error) {
@@ -94,7 +112,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 			r.Complete(true)
 			return
 		}
-		gc, err := s.accept(r)
+		gc, _, err := s.accept(r)
 		if err != nil {
 			return
 		}
@@ -105,42 +123,56 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 
-	target, ok := s.egressTarget(policy.TCP, dst)
-	if !ok {
+	if !s.egressPossible(policy.TCP, dst) {
 		s.stats.deniedFlows.Add(1)
 		r.Complete(true)
 		return
 	}
-	hc, err := s.dial("tcp", target)
+	allowed := s.egressAllowed(policy.TCP, dst)
+	if allowDom, denyDom := s.cfg.Policy.DomainRules(egressFlow(policy.TCP, dst)); denyDom || (allowDom && !allowed) {
+		s.handleTCPSNI(r, dst, allowed)
+		return
+	}
+	if !allowed {
+		s.stats.deniedFlows.Add(1)
+		r.Complete(true)
+		return
+	}
+	hc, err := s.dial("tcp", hostTarget(dst))
 	if err != nil {
 		s.stats.refusedFlows.Add(1)
 		r.Complete(true)
 		return
 	}
-	gc, err := s.accept(r)
+	gc, _, err := s.accept(r)
 	if err != nil {
 		hc.Close()
 		return
 	}
 	s.stats.tcpFlows.Add(1)
-	s.splice(gc, hc)
+	s.splice(gc, hc, nil)
 }
 
-// accept completes the guest's handshake.
-func (s *Stack) accept(r *tcp.ForwarderRequest) (net.Conn, error) {
+// accept completes the guest's handshake. The endpoint is returned so
+// that a flow refused after the handshake can be reset (Abort).
+func (s *Stack) accept(r *tcp.ForwarderRequest) (net.Conn, tcpip.Endpoint, error) {
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
 		r.Complete(true)
-		return nil, tcpipError("accept", terr)
+		return nil, nil, tcpipError("accept", terr)
 	}
 	r.Complete(false)
-	return gonet.NewTCPConn(&wq, ep), nil
+	return gonet.NewTCPConn(&wq, ep), ep, nil
 }
 
 // splice copies both ways until both directions end, half-closing as each
-// side finishes, then closes both connections.
-func (s *Stack) splice(guest, host net.Conn) {
+// side finishes, then closes both connections. If first is not nil the
+// guest-to-host direction calls it before copying: it returns bytes
+// already read from the guest, to send first, and false to end the flow
+// (both connections are closed; the host-to-guest direction may have run
+// meanwhile).
+func (s *Stack) splice(guest, host net.Conn, first func() ([]byte, bool)) {
 	untrack := s.track(guest, host)
 	defer untrack()
 	done := make(chan struct{})
@@ -148,7 +180,23 @@ func (s *Stack) splice(guest, host net.Conn) {
 		defer close(done)
 		s.copyHalf(guest, host, &s.stats.payloadToGuest)
 	}()
-	s.copyHalf(host, guest, &s.stats.payloadFromGuest)
+	ok := true
+	if first != nil {
+		var prefix []byte
+		if prefix, ok = first(); ok && len(prefix) > 0 {
+			if _, err := host.Write(prefix); err != nil {
+				ok = false
+			} else {
+				s.stats.payloadFromGuest.Add(uint64(len(prefix)))
+			}
+		}
+	}
+	if ok {
+		s.copyHalf(host, guest, &s.stats.payloadFromGuest)
+	} else {
+		guest.Close()
+		host.Close()
+	}
 	<-done
 	guest.Close()
 	host.Close()

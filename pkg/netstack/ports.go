@@ -248,7 +248,7 @@ func (s *Stack) forwardTCP(hc net.Conn, port uint16) {
 		return
 	}
 	s.stats.ingressTCP.Add(1)
-	s.splice(gc, hc)
+	s.splice(gc, hc, nil)
 }
 
 // maxUDPPeersPerPort bounds the sessions of one published UDP port

@@ -15,6 +15,10 @@ type Stats struct {
 	ICMPFlows          uint64 // guest ping sessions re-originated on the host
 	DeniedFlows        uint64 // flows the policy refused
 	RefusedFlows       uint64 // flows refused because of MaxFlows, a closed stack or a failed dial
+	// TLS server names: flows denied by a deny domain rule matching their
+	// SNI (also in DeniedFlows), and flows the address rules denied that
+	// an allow domain rule matching their SNI let through.
+	SNIDenied, SNIAllowed uint64
 	// Published ports: TCP connections and UDP peer sessions forwarded to
 	// the guest, and those the ingress policy refused. Ingress flows that
 	// hit MaxFlows or find no guest listener count in RefusedFlows.
@@ -35,6 +39,7 @@ type counters struct {
 	framesDropped                    atomic.Uint64
 	tcpFlows, udpFlows, icmpFlows    atomic.Uint64
 	deniedFlows, refusedFlows        atomic.Uint64
+	sniDenied, sniAllowed            atomic.Uint64
 	payloadFromGuest, payloadToGuest atomic.Uint64
 	ingressTCP, ingressUDP           atomic.Uint64
 	ingressDenied                    atomic.Uint64
@@ -51,6 +56,7 @@ func (s *Stack) Stats() Stats {
 		FramesDropped: c.framesDropped.Load(),
 		TCPFlows:      c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), ICMPFlows: c.icmpFlows.Load(),
 		DeniedFlows: c.deniedFlows.Load(), RefusedFlows: c.refusedFlows.Load(),
+		SNIDenied: c.sniDenied.Load(), SNIAllowed: c.sniAllowed.Load(),
 		IngressTCP: c.ingressTCP.Load(), IngressUDP: c.ingressUDP.Load(),
 		IngressDenied:    c.ingressDenied.Load(),
 		PayloadFromGuest: c.payloadFromGuest.Load(), PayloadToGuest: c.payloadToGuest.Load(),

@@ -292,6 +292,46 @@ func (p *Policy) CheckName(name string) Verdict {
 	return Verdict{Action: Allow, Rule: -1, Group: GroupPublic}
 }
 
+// CheckServerName decides a flow by a server name the guest declared
+// itself (the TLS SNI of its first bytes), not one the sandbox resolved:
+// the first egress domain or suffix rule that matches name, f's protocol
+// and f's port decides, and ok is false when none does. Address rules are
+// not consulted; the caller combines this verdict with [Policy.Check] (a
+// deny here refuses the flow whatever the address rules say, as a denied
+// name never resolves through the sandbox DNS either).
+func (p *Policy) CheckServerName(name string, f Flow) (v Verdict, ok bool) {
+	name = NormalizeName(name)
+	if name == "" {
+		return Verdict{Rule: -1}, false
+	}
+	for i, r := range p.Rules {
+		if !r.Destination.isDomain() || !r.matchesDirection(f.Direction) || !r.matchesProtocol(f.Protocol) ||
+			!r.matchesPort(f.Protocol, f.Remote.Port()) || !r.Destination.matchName(name) {
+			continue
+		}
+		return Verdict{Action: r.Action, Rule: i, Group: GroupPublic}, true
+	}
+	return Verdict{Rule: -1}, false
+}
+
+// DomainRules reports whether some rule with a domain or suffix
+// destination could allow, or deny, a flow with f's direction, protocol
+// and port (f's address is ignored).
+func (p *Policy) DomainRules(f Flow) (allow, deny bool) {
+	for _, r := range p.Rules {
+		if !r.Destination.isDomain() || !r.matchesDirection(f.Direction) || !r.matchesProtocol(f.Protocol) ||
+			!r.matchesPort(f.Protocol, f.Remote.Port()) {
+			continue
+		}
+		if r.Action == Allow {
+			allow = true
+		} else {
+			deny = true
+		}
+	}
+	return allow, deny
+}
+
 // Reachable reports whether some egress flow to a could be allowed by an
 // address rule (any, CIDR or group) or the default, ignoring protocols,
 // ports and domain rules. DNS rebinding protection drops answers that point

@@ -201,3 +201,62 @@ func TestParseDestinationAndProfiles(t *testing.T) {
 		t.Errorf("FromProfiles(9) succeeded")
 	}
 }
+
+func TestCheckServerName(t *testing.T) {
+	p := &policy.Policy{Rules: []policy.Rule{
+		{Action: policy.Allow, Destination: policy.CIDR(netip.MustParsePrefix("0.0.0.0/0"))},
+		{Action: policy.Allow, Destination: policy.Domain("api.example.com")},
+		{Action: policy.Deny, Destination: policy.DomainSuffix("example.com")},
+		{Action: policy.Deny, Destination: policy.Domain("web.test"), Ports: []policy.PortRange{policy.Port(443)}},
+		{Action: policy.Allow, Destination: policy.Domain("udp.test"), Protocols: []policy.Protocol{policy.UDP}},
+		{Action: policy.Deny, Direction: policy.Ingress, Destination: policy.Domain("in.test")},
+	}}
+	flow := func(port uint16) policy.Flow {
+		return policy.Flow{Protocol: policy.TCP, Remote: netip.AddrPortFrom(netip.MustParseAddr("203.0.113.1"), port)}
+	}
+	for _, tc := range []struct {
+		name   string
+		port   uint16
+		ok     bool
+		action policy.Action
+		rule   int
+	}{
+		{"API.example.com.", 443, true, policy.Allow, 1},
+		{"www.example.com", 443, true, policy.Deny, 2},
+		{"example.com", 80, true, policy.Deny, 2},
+		{"badexample.com", 443, false, policy.Deny, -1},
+		{"web.test", 443, true, policy.Deny, 3},
+		{"web.test", 8443, false, policy.Deny, -1},
+		{"udp.test", 443, false, policy.Deny, -1},
+		{"in.test", 443, false, policy.Deny, -1},
+		{"", 443, false, policy.Deny, -1},
+	} {
+		v, ok := p.CheckServerName(tc.name, flow(tc.port))
+		if ok != tc.ok || v.Action != tc.action || v.Rule != tc.rule {
+			t.Errorf("CheckServerName(%q, port %d) = %+v, %v; want %v rule %d, %v", tc.name, tc.port, v, ok, tc.action, tc.rule, tc.ok)
+		}
+	}
+	for _, tc := range []struct {
+		port        uint16
+		proto       policy.Protocol
+		allow, deny bool
+	}{
+		{443, policy.TCP, true, true},
+		{80, policy.TCP, true, true},
+		{53, policy.UDP, true, true},
+		{0, policy.ICMPv4, true, true},
+	} {
+		f := flow(tc.port)
+		f.Protocol = tc.proto
+		if a, d := p.DomainRules(f); a != tc.allow || d != tc.deny {
+			t.Errorf("DomainRules(%v %d) = %v, %v; want %v, %v", tc.proto, tc.port, a, d, tc.allow, tc.deny)
+		}
+	}
+	only := &policy.Policy{Rules: []policy.Rule{{Action: policy.Deny, Destination: policy.Domain("web.test"), Ports: []policy.PortRange{policy.Port(443)}}}}
+	if a, d := only.DomainRules(flow(80)); a || d {
+		t.Errorf("DomainRules(port 80) with only a port-443 rule = %v, %v", a, d)
+	}
+	if a, d := only.DomainRules(flow(443)); a || !d {
+		t.Errorf("DomainRules(port 443) = %v, %v; want false, true", a, d)
+	}
+}
