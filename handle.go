@@ -20,6 +20,7 @@ type SandboxStatus string
 const (
 	SandboxStatusStarting SandboxStatus = "starting"
 	SandboxStatusRunning  SandboxStatus = "running"
+	SandboxStatusDraining SandboxStatus = "draining"
 	SandboxStatusStopped  SandboxStatus = "stopped"
 	SandboxStatusCrashed  SandboxStatus = "crashed"
 )
@@ -144,6 +145,16 @@ func (h *SandboxHandle) RequestKill(ctx context.Context) error {
 		return wrap(err)
 	}
 	return wrap(sandbox.RequestKill(sandbox.DefaultRuntime(), h.st.Name))
+}
+
+// RequestDrain asks the sandbox to drain: no new processes, and a stop
+// once the running ones ended. It returns at once; the status is draining
+// until then.
+func (h *SandboxHandle) RequestDrain(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	return wrap(sandbox.RequestDrain(sandbox.DefaultRuntime(), h.st.Name))
 }
 
 // WaitUntilStopped waits until the sandbox is stopped or crashed.

@@ -130,8 +130,8 @@ func (h *MetricsStreamHandle) Close() error {
 	return nil
 }
 
-// AllSandboxMetrics samples every running sandbox of this MSB_HOME, keyed
-// by name. Sandboxes that stop meanwhile are left out.
+// AllSandboxMetrics samples every running (or draining) sandbox of this
+// MSB_HOME, keyed by name. Sandboxes that stop meanwhile are left out.
 func AllSandboxMetrics(ctx context.Context) (map[string]*Metrics, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
@@ -143,7 +143,7 @@ func AllSandboxMetrics(ctx context.Context) (map[string]*Metrics, error) {
 	}
 	out := map[string]*Metrics{}
 	for _, st := range all {
-		if st.Status != sandbox.StatusRunning {
+		if st.Status != sandbox.StatusRunning && st.Status != sandbox.StatusDraining {
 			continue
 		}
 		sb, err := sandbox.Open(ctx, rt, st.Name)

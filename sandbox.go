@@ -258,6 +258,16 @@ func (s *Sandbox) RequestKill(ctx context.Context) error {
 	return wrap(sandbox.RequestKill(sandbox.DefaultRuntime(), s.sb.Name()))
 }
 
+// RequestDrain asks the sandbox to drain: no new processes, and a stop
+// once the running ones ended. It returns at once; the status is draining
+// until then.
+func (s *Sandbox) RequestDrain(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	return wrap(sandbox.RequestDrain(sandbox.DefaultRuntime(), s.sb.Name()))
+}
+
 // WaitUntilStopped waits until the sandbox is stopped or crashed.
 func (s *Sandbox) WaitUntilStopped(ctx context.Context) (*SandboxStopResult, error) {
 	return waitUntilStopped(ctx, s.sb.Name())

@@ -228,6 +228,44 @@ func TestSDKLifecycle(t *testing.T) {
 		t.Errorf("Touch of a stopped sandbox = %v, want ErrSandboxNotRunning", err)
 	}
 
+	// Drain: no new processes; the sandbox stops when the running one ends.
+	dr := createSandbox(ctx, t, "drain", image, microsandbox.WithMemory(128))
+	running, err := dr.ShellStream(ctx, "read line; echo finished $line", microsandbox.WithExecStdinPipe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dr.RequestDrain(ctx); err != nil {
+		t.Fatalf("RequestDrain: %v", err)
+	}
+	deadline := time.Now().Add(vmtest.Scale(10 * time.Second))
+	for status(ctx, t, "drain") != microsandbox.SandboxStatusDraining && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := status(ctx, t, "drain"); s != microsandbox.SandboxStatusDraining {
+		t.Errorf("status after RequestDrain = %s, want draining", s)
+	}
+	var execErr error
+	for time.Now().Before(deadline) { // the guest learns of the drain asynchronously
+		if _, execErr = dr.Exec(ctx, "true", nil); execErr != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if execErr == nil {
+		t.Error("Exec kept working in a draining sandbox")
+	}
+	in := running.TakeStdin()
+	in.Write([]byte("ok\n"))
+	if out, err := running.Collect(ctx); err != nil || out.Stdout() != "finished ok\n" {
+		t.Errorf("the running command during the drain: %v, %v", out, err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, vmtest.Scale(60*time.Second))
+	dres, err := dr.WaitUntilStopped(wctx)
+	wcancel()
+	if err != nil || dres.Status != microsandbox.SandboxStatusStopped {
+		t.Errorf("after the drain: %+v, %v; want stopped", dres, err)
+	}
+
 	// Cancellation returns promptly with "context canceled".
 	cctx, ccancel := context.WithCancel(ctx)
 	go func() { time.Sleep(200 * time.Millisecond); ccancel() }()
@@ -245,7 +283,7 @@ func TestSDKLifecycle(t *testing.T) {
 
 	// Every sandbox of this test has ended: their handles' goroutines and
 	// descriptors are gone from this process.
-	for _, s := range []*microsandbox.Sandbox{sb3, idle, maxd} {
+	for _, s := range []*microsandbox.Sandbox{sb3, idle, maxd, dr} {
 		s.Stop(ctx)
 	}
 	if n := leaktest.Settle(goroutines, 5*time.Second); n > goroutines {

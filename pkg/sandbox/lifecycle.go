@@ -50,6 +50,13 @@ func signalSandbox(rt Runtime, name string, sig syscall.Signal) error {
 	return nil
 }
 
+// RequestDrain asks the sandbox name to drain: it starts no new processes
+// and stops once the running ones ended. It returns without waiting; the
+// status is draining until then.
+func RequestDrain(rt Runtime, name string) error {
+	return signalSandbox(rt, name, syscall.SIGUSR1)
+}
+
 // WaitStopped waits until the sandbox name is stopped or crashed and
 // returns its final state. ctx bounds the wait.
 func WaitStopped(ctx context.Context, rt Runtime, name string) (*State, error) {
@@ -85,7 +92,7 @@ func Touch(rt Runtime, name string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if st.Status != StatusRunning {
+	if st.Status != StatusRunning && st.Status != StatusDraining {
 		return 0, fmt.Errorf("%w: %s is %s", ErrNotRunning, name, st.Status)
 	}
 	st, err = updateState(dir, func(s *State) { s.ActivitySeq++ })

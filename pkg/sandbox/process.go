@@ -106,7 +106,8 @@ type Stats struct {
 // the outcome in the sandbox's state. SIGTERM, SIGHUP, the end of the
 // owner's watchdog pipe and MaxDuration stop the guest gracefully (agent
 // shutdown, then the VM is ended after the grace period); SIGINT (the hard
-// stop) or ctx end the VM at once. Every goroutine it starts is joined before it
+// stop) or ctx end the VM at once; SIGUSR1 drains it (no new processes,
+// power-off once the running ones ended). Every goroutine it starts is joined before it
 // returns.
 func RunProcess(ctx context.Context, dir string) (err error) {
 	dir, err = filepath.Abs(dir)
@@ -213,7 +214,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
 	// stopReq asks for a graceful stop; the stopper goroutine serves it.
@@ -225,6 +226,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		}
 	}
 	var wg sync.WaitGroup
+	var drainOnce sync.Once
 	var proxyErr error
 	wg.Go(func() { proxyErr = proxy.Run(ctx) })
 	wg.Go(func() {
@@ -251,6 +253,10 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 					idleCheck = nil
 				}
 			case s := <-sigs:
+				if s == syscall.SIGUSR1 {
+					drainOnce.Do(func() { wg.Go(func() { drain(ctx, dir, vs) }) })
+					continue
+				}
 				if s == syscall.SIGINT {
 					// The hard stop (Kill): end the VM now, and the
 					// process too should the teardown hang.
@@ -357,6 +363,32 @@ func gracefulStop(ctx context.Context, vs *vsock.Device, m *vmm.Machine, grace t
 		fmt.Fprintf(os.Stderr, "sandbox process: guest did not power off within %v; stopping the VM\n", grace)
 		m.Stop()
 	case <-ctx.Done():
+	}
+}
+
+// drain marks the sandbox draining and asks the guest agent to start no more
+// processes and to power off once the running ones ended. ctx ends when
+// the VM ended.
+func drain(ctx context.Context, dir string, vs *vsock.Device) {
+	updateState(dir, func(s *State) {
+		if s.Status == StatusRunning {
+			s.Status = StatusDraining
+		}
+	})
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := vs.Dial(dctx, bootcfg.AgentPort)
+	if err == nil {
+		var c *host.Client
+		if c, err = host.Dial(dctx, conn, host.Config{Agent: "msb-sandbox-process"}); err == nil {
+			err = c.Drain(dctx)
+			c.Close()
+		} else {
+			conn.Close()
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "sandbox process: drain: %v\n", err)
 	}
 }
 

@@ -394,7 +394,7 @@ func Open(ctx context.Context, rt Runtime, name string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Status != StatusRunning {
+	if st.Status != StatusRunning && st.Status != StatusDraining {
 		return nil, fmt.Errorf("%w: %s is %s", ErrNotRunning, name, st.Status)
 	}
 	c, err := DialAgent(ctx, st.Socket)

@@ -20,6 +20,9 @@ type Status string
 const (
 	StatusStarting Status = "starting"
 	StatusRunning  Status = "running"
+	// StatusDraining: RequestDrain was called; the sandbox starts no new
+	// processes and stops once the running ones ended.
+	StatusDraining Status = "draining"
 	StatusStopped  Status = "stopped"
 	StatusCrashed  Status = "crashed"
 )

@@ -2197,8 +2197,11 @@ func (x *FsResult) GetInfo() *FileInfo {
 // sync, unmount and power off (or reboot). The agent accepts before it
 // starts; the connection then ends with the machine.
 type ShutdownRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reboot        bool                   `protobuf:"varint,1,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reboot bool                   `protobuf:"varint,1,opt,name=reboot,proto3" json:"reboot,omitempty"`
+	// drain: start no more processes, and power off (not reboot) once every
+	// running exec has ended.
+	Drain         bool `protobuf:"varint,2,opt,name=drain,proto3" json:"drain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2236,6 +2239,13 @@ func (*ShutdownRequest) Descriptor() ([]byte, []int) {
 func (x *ShutdownRequest) GetReboot() bool {
 	if x != nil {
 		return x.Reboot
+	}
+	return false
+}
+
+func (x *ShutdownRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
 	}
 	return false
 }
@@ -2578,9 +2588,10 @@ const file_agent_proto_rawDesc = "" +
 	"\tFsEntries\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.msb.guestagent.v1.FileInfoR\aentries\";\n" +
 	"\bFsResult\x12/\n" +
-	"\x04info\x18\x01 \x01(\v2\x1b.msb.guestagent.v1.FileInfoR\x04info\")\n" +
+	"\x04info\x18\x01 \x01(\v2\x1b.msb.guestagent.v1.FileInfoR\x04info\"?\n" +
 	"\x0fShutdownRequest\x12\x16\n" +
-	"\x06reboot\x18\x01 \x01(\bR\x06reboot\"\x12\n" +
+	"\x06reboot\x18\x01 \x01(\bR\x06reboot\x12\x14\n" +
+	"\x05drain\x18\x02 \x01(\bR\x05drain\"\x12\n" +
 	"\x10ShutdownAccepted\"-\n" +
 	"\x0eMetricsRequest\x12\x1b\n" +
 	"\tdisk_path\x18\x01 \x01(\tR\bdiskPath\"\x8d\x03\n" +

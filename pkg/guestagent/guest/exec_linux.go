@@ -5,6 +5,7 @@ package guest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -263,6 +264,11 @@ func waitExited(pid int) {
 // runExec runs one exec stream: spawn, Started, output pumps, stdin feeder,
 // timeout, wait, drain, reap, Exit.
 func (c *conn) runExec(st *stream, req *agentpb.ExecRequest) {
+	if !c.srv.beginExec() {
+		st.finish(nil, fmt.Errorf("%w: the sandbox is draining: no new processes", guestagent.ErrUnavailable))
+		return
+	}
+	defer c.srv.endExec()
 	p, err := c.srv.spawn(req)
 	if err != nil {
 		st.finish(nil, err)

@@ -57,6 +57,11 @@ type Config struct {
 type Server struct {
 	cfg   Config
 	offer guestagent.Offer
+
+	mu       sync.Mutex // guards the fields below
+	running  int        // execs started and not yet finished
+	draining bool       // a drain was requested: no new execs
+	powered  bool       // the drain called Config.Power
 }
 
 // New returns a Server for cfg. It starts nothing.

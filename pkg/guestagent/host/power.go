@@ -41,3 +41,28 @@ func (c *Client) Shutdown(ctx context.Context, reboot bool) error {
 	}
 	return nil
 }
+
+// Drain asks the agent to start no more processes and to power off once
+// every running exec has ended (at once when none runs). It returns once
+// the agent accepted; new execs then fail with guestagent.ErrUnavailable.
+func (c *Client) Drain(ctx context.Context) error {
+	if !c.sess.Has(guestagent.CapPower) {
+		return fmt.Errorf("host: drain: guest lacks the %q capability", guestagent.CapPower)
+	}
+	st, err := c.open(ctx, kindShutdown, &agentpb.Frame{Msg: &agentpb.Frame_Shutdown{Shutdown: &agentpb.ShutdownRequest{Drain: true}}})
+	if err != nil {
+		return fmt.Errorf("host: drain: %w", err)
+	}
+	defer st.abandon(context.Background())
+	f, err := st.next(ctx)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil // nothing ran: the machine ended at once
+		}
+		return fmt.Errorf("host: drain: %w", err)
+	}
+	if e := f.GetError(); e != nil {
+		return guestagent.ErrorFromProto("drain", e)
+	}
+	return nil
+}

@@ -69,3 +69,42 @@ func TestShutdownMachineEndsFirst(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestDrain: a drain refuses new execs and powers off when the last running
+// one ends, not before.
+func TestDrain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	powered := make(chan bool, 2)
+	e := start(t, guest.Config{Power: func(r bool) error { powered <- r; return nil }}, host.Config{})
+	p, err := e.client.Exec(ctx, host.ExecConfig{Argv: []string{"sh", "-c", "read line; exit 0"}, Stdin: host.StdinPipe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if _, err := e.client.Run(ctx, host.ExecConfig{Argv: []string{"true"}}); !errors.Is(err, guestagent.ErrUnavailable) {
+		t.Errorf("exec while draining = %v, want ErrUnavailable", err)
+	}
+	select {
+	case <-powered:
+		t.Fatal("powered off while an exec still ran")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.WriteStdin(ctx, []byte("go\n"))
+	if st, err := p.Wait(ctx); err != nil || st.Code != 0 {
+		t.Fatalf("Wait = %+v, %v", st, err)
+	}
+	select {
+	case reboot := <-powered:
+		if reboot {
+			t.Error("the drain rebooted instead of powering off")
+		}
+	case <-ctx.Done():
+		t.Fatal("no power-off after the last exec ended")
+	}
+	if len(powered) != 0 {
+		t.Error("powered off twice")
+	}
+}
