@@ -281,3 +281,91 @@ func truncate(b []byte) string {
 	}
 	return strings.ToValidUTF8(s, "?")
 }
+
+// ipv6Frags turns an unfragmented IPv6 frame from rawFrame into one frame
+// per fragment, each with a fragment header (RFC 8200 section 4.5).
+func ipv6Frags(frame []byte, id uint32, fs []frag) [][]byte {
+	const eth, ip6 = header.EthernetMinimumSize, header.IPv6MinimumSize
+	next := header.IPv6(frame[eth:]).NextHeader()
+	var out [][]byte
+	for _, f := range fs {
+		b := append([]byte(nil), frame[:eth+ip6]...)
+		fh := make([]byte, 8)
+		fh[0] = next
+		off := uint16(f.off &^ 7)
+		if f.more {
+			off |= 1
+		}
+		fh[2], fh[3] = byte(off>>8), byte(off)
+		fh[4], fh[5], fh[6], fh[7] = byte(id>>24), byte(id>>16), byte(id>>8), byte(id)
+		b = append(append(b, fh...), f.data...)
+		h := header.IPv6(b[eth:])
+		h.SetNextHeader(uint8(header.IPv6FragmentHeader))
+		h.SetPayloadLength(uint16(8 + len(f.data)))
+		out = append(out, b)
+	}
+	return out
+}
+
+// TestEscapeFragments6: the IPv6 counterpart, shorter, since IPv6
+// reassembly drops every overlap (RFC 5722).
+func TestEscapeFragments6(t *testing.T) {
+	rec := startRecorder(t)
+	okPort := rec.port
+	badPort := okPort + 1
+	pol := &policy.Policy{Rules: []policy.Rule{{
+		Action: policy.Allow, Destination: policy.InGroup(policy.GroupPublic),
+		Protocols: []policy.Protocol{policy.TCP, policy.UDP}, Ports: []policy.PortRange{policy.Port(okPort)},
+	}}}
+	fn := &fakeNet{}
+	s, _ := netstacktest.Connect(t, netstack.Config{Policy: pol, Dial: fn.Dial, HostAddrs: []netip.Addr{}, DNSServers: []netip.AddrPort{}})
+	public := netip.MustParseAddr("2001:db8::10")
+	src := func(i int) netip.AddrPort { return netip.AddrPortFrom(netstack.Guest6, uint16(47000+i)) }
+	id := uint32(1)
+	send := func(frames [][]byte) {
+		for _, f := range frames {
+			s.DeliverFrame(f)
+		}
+		id++
+	}
+	payload := bytes.Repeat([]byte("fragmented-datagram6/"), 100) // 2100 bytes
+	f := rawFrame(header.UDPProtocolNumber, src(0), netip.AddrPortFrom(public, okPort), payload)
+	l4 := f[header.EthernetMinimumSize+header.IPv6MinimumSize:]
+	fs := split(l4, 1000, 2000)
+	send(ipv6Frags(f, id, []frag{fs[1], fs[2], fs[0]}))
+	for i, d := range []string{"::1", "fd00:ec2::254", "fe80::1", "fd12::1", "::ffff:127.0.0.1"} {
+		for _, proto := range []tcpip.TransportProtocolNumber{header.TCPProtocolNumber, header.UDPProtocolNumber} {
+			f := rawFrame(proto, src(10+i), netip.AddrPortFrom(netip.MustParseAddr(d), okPort), payload[:64])
+			l := f[header.EthernetMinimumSize+header.IPv6MinimumSize:]
+			send(ipv6Frags(f, id, split(l, 8)))
+		}
+	}
+	for i, proto := range []tcpip.TransportProtocolNumber{header.TCPProtocolNumber, header.UDPProtocolNumber} {
+		good := rawFrame(proto, src(30+i), netip.AddrPortFrom(public, okPort), payload[:64])
+		bad := rawFrame(proto, src(30+i), netip.AddrPortFrom(public, badPort), payload[:64])
+		lg := good[header.EthernetMinimumSize+header.IPv6MinimumSize:]
+		lb := bad[header.EthernetMinimumSize+header.IPv6MinimumSize:]
+		send(ipv6Frags(bad, id, split(lb, 8)))
+		send(ipv6Frags(good, id, []frag{{0, lg[:24], true}, {0, lb[:32], true}, {32, lb[32:], false}}))
+		send(ipv6Frags(good, id, []frag{{16, lb[16:], false}, {0, lb[:8], true}, {8, lg[8:24], true}}))
+	}
+	send(ipv6Frags(f, id, []frag{{0, l4[:16], true}, {65528, payload[:100], false}}))
+	deadline := time.Now().Add(3 * time.Second)
+	for len(rec.Grams()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	allowed := map[string]bool{
+		"udp " + netip.AddrPortFrom(public, okPort).String(): true,
+		"tcp " + netip.AddrPortFrom(public, okPort).String(): true,
+	}
+	for _, d := range fn.Dials() {
+		if !allowed[d] {
+			t.Errorf("denied flow dialled: %s", d)
+		}
+	}
+	grams := rec.Grams()
+	if len(grams) != 1 || !bytes.Equal(grams[0], payload) {
+		t.Errorf("host received %d datagrams, want the one whole fragmented datagram", len(grams))
+	}
+}
