@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -602,6 +603,19 @@ func TestSDKOperations(t *testing.T) {
 	})
 }
 
+// serveHTTP serves body on a new listener of network at addr and returns
+// the server and its port.
+func serveHTTP(t *testing.T, network, addr, body string) (*http.Server, int) {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatalf("listen %s %s: %v", network, addr, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(l)
+	return srv, l.Addr().(*net.TCPAddr).Port
+}
+
 // openPTY opens a pseudo-terminal pair of rows×cols, mounting devpts first
 // where the harness's L1 has none.
 func openPTY(t *testing.T, rows, cols uint16) (master, slave *os.File) {
@@ -678,6 +692,27 @@ func TestSDKNetwork(t *testing.T) {
 	if string(got) != "published through the SDK\n" {
 		t.Errorf("read from %s = %q, want the guest's line", addr, got)
 	}
+
+	// IPv4 and IPv6 to the host through the gateway alias: only AllowAll
+	// reaches the host's loopback services.
+	srv4, port4 := serveHTTP(t, "tcp4", "127.0.0.1:0", "hello over ipv4")
+	srv6, port6 := serveHTTP(t, "tcp6", "[::1]:0", "hello over ipv6")
+	defer srv4.Close()
+	defer srv6.Close()
+	if got := mustExec(ctx, t, sb, "ip", "-6", "addr", "show", "eth0"); !strings.Contains(got, "fd42:6d73:62::2") {
+		t.Errorf("eth0 IPv6 addresses: %q", got)
+	}
+	if out, _ := sb.Exec(ctx, "wget", []string{"-q", "-O", "-", fmt.Sprintf("http://100.96.0.1:%d/", port4)}); out == nil || out.Success() {
+		t.Errorf("the public profile reached the host over IPv4: %+v", out)
+	}
+	all := createSandbox(ctx, t, "allnet", image, microsandbox.WithMemory(128), microsandbox.WithNetwork(microsandbox.NetworkPolicy.AllowAll()))
+	for _, u := range []string{fmt.Sprintf("http://100.96.0.1:%d/", port4), fmt.Sprintf("http://[fd42:6d73:62::1]:%d/", port6)} {
+		out, err := all.Exec(ctx, "wget", []string{"-q", "-O", "-", u})
+		if err != nil || !out.Success() || !strings.HasPrefix(out.Stdout(), "hello over ipv") {
+			t.Errorf("AllowAll: wget %s = %v %+v (stderr %q)", u, err, out, out.Stderr())
+		}
+	}
+	all.Stop(ctx)
 
 	none := createSandbox(ctx, t, "nonet", image, microsandbox.WithMemory(128),
 		microsandbox.WithNetwork(microsandbox.NetworkPolicy.None()),

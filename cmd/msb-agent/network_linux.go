@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent/bootcfg"
 )
@@ -39,6 +40,12 @@ func setupNetwork(n *bootcfg.Network) error {
 		addr, err := netlink.ParseAddr(a)
 		if err != nil {
 			return fmt.Errorf("address %s: %w", a, err)
+		}
+		if addr.IP.To4() == nil {
+			// A static address on a link whose only other node is the
+			// host's stack: duplicate address detection would only hold
+			// the address (and routes through it) back for a second.
+			addr.Flags |= unix.IFA_F_NODAD
 		}
 		if err := netlink.AddrAdd(link, addr); err != nil {
 			return fmt.Errorf("address %s: %w", a, err)

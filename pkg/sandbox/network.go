@@ -125,11 +125,15 @@ func (p PortBinding) port() (netstack.Port, error) {
 // the default route and DNS through the gateway.
 func guestNetwork() *bootcfg.Network {
 	return &bootcfg.Network{
-		// IPv4 only for now: the stack serves IPv6 too, but the guest's
-		// IPv6 set-up (DAD before the default route) is not proven yet.
-		Addresses: []string{netip.PrefixFrom(netstack.Guest4, netstack.Subnet4.Bits()).String()},
-		Routes:    []bootcfg.Route{{Destination: "default", Gateway: netstack.Gateway4.String()}},
-		DNS:       []string{netstack.Gateway4.String()},
+		Addresses: []string{
+			netip.PrefixFrom(netstack.Guest4, netstack.Subnet4.Bits()).String(),
+			netip.PrefixFrom(netstack.Guest6, netstack.Subnet6.Bits()).String(),
+		},
+		Routes: []bootcfg.Route{
+			{Destination: "default", Gateway: netstack.Gateway4.String()},
+			{Destination: "default", Gateway: netstack.Gateway6.String()},
+		},
+		DNS: []string{netstack.Gateway4.String()},
 	}
 }
 
