@@ -121,8 +121,8 @@ build/busybox-rootfs.erofs: FORCE
 build/busybox-oci.tar: FORCE
 	$(GO) run ./tests/mkoci -o $@
 
-# The python test image (debootstrap --variant=minbase with python3-minimal;
-# needs root), the same way; cached by package versions, so a rebuild is
+# The python test image (debootstrap --variant=minbase with python3 and
+# python-is-python3; needs root), the same way; cached by package versions, so a rebuild is
 # instant unless Debian moved.
 build/python-oci.tar: FORCE
 	$(GO) run ./tests/mkoci -image python -o $@

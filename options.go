@@ -163,7 +163,7 @@ func WithReplaceWithTimeout(d time.Duration) SandboxOption {
 }
 
 // WithMaxDuration stops the sandbox d (rounded up to a second) after it
-// booted; zero means no limit.
+// became ready (its agent first answered); zero means no limit.
 func WithMaxDuration(d time.Duration) SandboxOption {
 	return func(c *SandboxConfig) { c.MaxDuration = ceilDuration(d, time.Second) }
 }

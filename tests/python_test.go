@@ -6,6 +6,9 @@ package tests
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,12 +17,14 @@ import (
 )
 
 // pythonOCIFile is the python test image (Debian minbase with
-// python3-minimal) as an OCI layout in one tar (tests/mkoci -image python,
+// python3, python-is-python3) as an OCI layout in one tar (tests/mkoci -image python,
 // built by make on the host, where debootstrap is).
 const pythonOCIFile = "python-oci.tar"
 
-// TestPythonHello is the headline example: a Python sandbox that prints.
-// The image has no /app: the agent creates the working directory.
+// TestPythonHello is the seed's headline example: a Python sandbox with the
+// project's sources bound read-only at /app/src and the public-only
+// network, that prints. The image has no /app: the agent creates the
+// working directory.
 func TestPythonHello(t *testing.T) {
 	vmtest.RequireKVM(t)
 	setupRuntime(t)
@@ -27,13 +32,27 @@ func TestPythonHello(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), sandboxTestTimeout)
 	defer cancel()
 
+	// The seed binds "./src" relative to the working directory.
+	cwd := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(cwd, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cwd, "src", "hello.py"), []byte("print('Hello from src!')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(cwd)
+
 	start := time.Now()
 	sb, err := microsandbox.CreateSandbox(ctx, "my-sandbox",
 		microsandbox.WithImage(image),
 		microsandbox.WithMemory(512),
 		microsandbox.WithCPUs(2),
 		microsandbox.WithEnv(map[string]string{"PYTHONDONTWRITEBYTECODE": "1"}),
-		microsandbox.WithWorkdir("/app"))
+		microsandbox.WithWorkdir("/app"),
+		microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+			"/app/src": microsandbox.Mount.Bind("./src", microsandbox.MountOptions{Readonly: true}),
+		}),
+		microsandbox.WithNetwork(microsandbox.NetworkPolicy.PublicOnly()))
 	if err != nil {
 		t.Fatalf("CreateSandbox: %v", err)
 	}
@@ -46,13 +65,20 @@ func TestPythonHello(t *testing.T) {
 	})
 
 	start = time.Now()
-	out, err := sb.Exec(ctx, "python3", []string{"-c", "print('Hello!')"})
+	out, err := sb.Exec(ctx, "python", []string{"-c", "print('Hello!')"})
 	if err != nil {
-		t.Fatalf("Exec(python3): %v", err)
+		t.Fatalf("Exec(python): %v", err)
 	}
-	t.Logf("python3 -c print took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("python -c print took %v", time.Since(start).Round(time.Millisecond))
 	if out.Stdout() != "Hello!\n" || out.ExitCode() != 0 {
-		t.Fatalf("python3 -c \"print('Hello!')\" = %q (stderr %q), exit %d; want \"Hello!\\n\", 0", out.Stdout(), out.Stderr(), out.ExitCode())
+		t.Fatalf("python -c \"print('Hello!')\" = %q (stderr %q), exit %d; want \"Hello!\\n\", 0", out.Stdout(), out.Stderr(), out.ExitCode())
+	}
+	if out, err := sb.Exec(ctx, "python3", []string{"src/hello.py"}); err != nil || out.Stdout() != "Hello from src!\n" {
+		t.Errorf("python3 src/hello.py = %v, %v", out, err)
+	}
+	out, err = sb.Exec(ctx, "python3", []string{"-c", "open('/app/src/new.py', 'w')"})
+	if err != nil || out.Success() || !strings.Contains(out.Stderr(), "Read-only file system") {
+		t.Errorf("a write into the read-only /app/src: %v, %+v; want EROFS", err, out)
 	}
 
 	// The sandbox's environment and working directory reach Python, and

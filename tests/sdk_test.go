@@ -702,6 +702,13 @@ func TestSDKNetwork(t *testing.T) {
 	if got := mustExec(ctx, t, sb, "ip", "-6", "addr", "show", "eth0"); !strings.Contains(got, "fd42:6d73:62::2") {
 		t.Errorf("eth0 IPv6 addresses: %q", got)
 	}
+	// ICMP echo: the gateway answers; a private address is refused.
+	if out, err := sb.Exec(ctx, "ping", []string{"-c", "1", "-W", "5", "100.96.0.1"}); err != nil || !out.Success() {
+		t.Errorf("ping the gateway: %v %+v", err, out)
+	}
+	if out, err := sb.Exec(ctx, "ping", []string{"-c", "1", "-W", "2", "10.0.0.1"}); err != nil || out.Success() {
+		t.Errorf("ping a private address under the public profile: %v %+v, want no reply", err, out)
+	}
 	if out, _ := sb.Exec(ctx, "wget", []string{"-q", "-O", "-", fmt.Sprintf("http://100.96.0.1:%d/", port4)}); out == nil || out.Success() {
 		t.Errorf("the public profile reached the host over IPv4: %+v", out)
 	}

@@ -15,7 +15,7 @@
 // for busybox, the SHA256 of the .deb apt would download).
 //
 // The python image is different: debootstrap --variant=minbase with
-// python3-minimal builds a Debian tree on disk, and PackTree packs it
+// python3 and python-is-python3 builds a Debian tree on disk, and PackTree packs it
 // with the owners and modes lstat reports, so it needs root; its cache key
 // is the package versions apt and dpkg report (see Python).
 //

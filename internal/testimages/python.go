@@ -22,7 +22,7 @@ import (
 
 // pythonBuild is part of the python image's cache key; bump it when
 // Python or PackTree changes what ends up in the image.
-const pythonBuild = "2"
+const pythonBuild = "3"
 
 // The python image's Debian suite and archive. The mirror is the one the
 // host's apt uses (the only network the tests have).
@@ -42,10 +42,11 @@ var pythonTrim = []string{
 
 // Python builds (or returns from the cache) a layout holding the image
 // "python": Debian PythonSuite installed by debootstrap --variant=minbase
-// with python3-minimal, packed into one layer with the tree's own owners,
-// modes, mtimes, symlinks, hard links and device nodes (see PackTree);
+// with python3 and python-is-python3 (the "python" command), packed into
+// one layer with the tree's own owners, modes, mtimes, symlinks, hard links
+// and device nodes (see PackTree);
 // Env PATH, Cmd ["python3"]. The cache key is the Debian architecture, the
-// suite, the mirror, apt's candidate version of python3-minimal and the
+// suite, the mirror, apt's candidate version of python3 and the
 // installed debootstrap's version, so a rebuild happens when one of them
 // changes, not on every run.
 //
@@ -65,9 +66,9 @@ func Python(ctx context.Context) (Layout, error) {
 		return Layout{}, fmt.Errorf("testimages: dpkg --print-architecture: %w", err)
 	}
 	arch := strings.TrimSpace(string(archOut))
-	show, err := exec.CommandContext(ctx, "apt-cache", "show", "--no-all-versions", "python3-minimal").Output()
+	show, err := exec.CommandContext(ctx, "apt-cache", "show", "--no-all-versions", "python3").Output()
 	if err != nil {
-		return Layout{}, fmt.Errorf("testimages: apt-cache show python3-minimal: %w", err)
+		return Layout{}, fmt.Errorf("testimages: apt-cache show python3: %w", err)
 	}
 	var pyVersion string
 	for sc := bufio.NewScanner(bytes.NewReader(show)); sc.Scan(); {
@@ -77,7 +78,7 @@ func Python(ctx context.Context) (Layout, error) {
 		}
 	}
 	if pyVersion == "" {
-		return Layout{}, errors.New("testimages: apt-cache show python3-minimal: no Version field (run apt-get update)")
+		return Layout{}, errors.New("testimages: apt-cache show python3: no Version field (run apt-get update)")
 	}
 	dbVersion, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Version}", "debootstrap").Output()
 	if err != nil {
@@ -125,7 +126,7 @@ func Python(ctx context.Context) (Layout, error) {
 }
 
 func debootstrap(ctx context.Context, arch, root string) error {
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=python3-minimal",
+	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include=python3,python-is-python3",
 		"--arch="+arch, PythonSuite, root, PythonMirror)
 	b, err := cmd.CombinedOutput()
 	if err == nil {

@@ -65,7 +65,8 @@ type Config struct {
 	// keeps the image's; an empty non-nil Cmd clears it.
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd"`
-	// MaxDuration, if positive, stops the sandbox that long after boot.
+	// MaxDuration, if positive, stops the sandbox that long after it
+	// became ready (its agent first answered).
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
 	// IdleTimeout, if positive, stops the sandbox after that long without
 	// activity (an exec, a file operation or a Touch through this

@@ -281,8 +281,9 @@ func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached 
 		rt: *rt, dir: dir, name: st.Name, workdir: st.Workdir, user: st.User,
 		done: make(chan struct{}),
 	}
-	// The idle timer starts when the agent answers (markActivity below).
+	// The limits count from readiness (the ready file, below).
 	os.Remove(filepath.Join(dir, activityFile))
+	os.Remove(filepath.Join(dir, readyFile))
 	if err := sb.spawn(attached); err != nil {
 		return nil, err
 	}
@@ -297,7 +298,9 @@ func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached 
 		return nil, err
 	}
 	sb.client = c
-	markActivity(dir)
+	if f, err := os.Create(filepath.Join(dir, readyFile)); err == nil {
+		f.Close()
+	}
 	if _, err := updateState(dir, func(s *State) {
 		if !s.Status.Terminal() {
 			s.Status = StatusRunning

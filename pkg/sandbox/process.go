@@ -74,7 +74,8 @@ type vmSpec struct {
 	// StopGrace is how long a requested stop waits for the guest to power
 	// off before the VM is ended.
 	StopGrace time.Duration `json:"stop_grace,omitempty"`
-	// MaxDuration, if positive, stops the sandbox that long after boot.
+	// MaxDuration, if positive, stops the sandbox that long after it
+	// became ready.
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
 	// IdleTimeout, if positive, stops the sandbox after that long without
 	// activity (the activity file's modification time).
@@ -230,27 +231,38 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 	var proxyErr error
 	wg.Go(func() { proxyErr = proxy.Run(ctx) })
 	wg.Go(func() {
-		var maxDur, idleCheck <-chan time.Time
-		if spec.MaxDuration > 0 {
-			t := time.NewTimer(spec.MaxDuration)
+		// Both limits count from readiness (the creator writes the ready
+		// file when the agent answered), not from the VM's start: a slow
+		// boot must not eat the sandbox's time.
+		var check <-chan time.Time
+		if spec.MaxDuration > 0 || spec.IdleTimeout > 0 {
+			t := time.NewTicker(limitCheck(spec))
 			defer t.Stop()
-			maxDur = t.C
-		}
-		if spec.IdleTimeout > 0 {
-			t := time.NewTicker(min(time.Second, spec.IdleTimeout))
-			defer t.Stop()
-			idleCheck = t.C
+			check = t.C
 		}
 		for {
 			select {
-			case <-idleCheck:
-				// The creator marks activity once the agent answered; no
-				// file yet means the guest is still booting.
-				fi, err := os.Stat(filepath.Join(dir, activityFile))
-				if err == nil && time.Since(fi.ModTime()) >= spec.IdleTimeout {
-					fmt.Fprintf(os.Stderr, "sandbox process: idle for %v; stopping\n", spec.IdleTimeout)
+			case <-check:
+				ready, err := os.Stat(filepath.Join(dir, readyFile))
+				if err != nil {
+					continue // still booting
+				}
+				if spec.MaxDuration > 0 && time.Since(ready.ModTime()) >= spec.MaxDuration {
+					fmt.Fprintf(os.Stderr, "sandbox process: max duration %v reached\n", spec.MaxDuration)
 					requestStop()
-					idleCheck = nil
+					check = nil
+					continue
+				}
+				if spec.IdleTimeout > 0 {
+					last := ready.ModTime()
+					if fi, err := os.Stat(filepath.Join(dir, activityFile)); err == nil && fi.ModTime().After(last) {
+						last = fi.ModTime()
+					}
+					if time.Since(last) >= spec.IdleTimeout {
+						fmt.Fprintf(os.Stderr, "sandbox process: idle for %v; stopping\n", spec.IdleTimeout)
+						requestStop()
+						check = nil
+					}
 				}
 			case s := <-sigs:
 				if s == syscall.SIGUSR1 {
@@ -267,9 +279,6 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 					})
 					continue
 				}
-				requestStop()
-			case <-maxDur:
-				fmt.Fprintf(os.Stderr, "sandbox process: max duration %v reached\n", spec.MaxDuration)
 				requestStop()
 			case <-ctx.Done():
 				return
@@ -311,6 +320,18 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		fmt.Fprintf(os.Stderr, "sandbox process: %v\n", proxyErr)
 	}
 	return exit, runErr
+}
+
+// limitCheck is how often the sandbox process checks MaxDuration and
+// IdleTimeout: a tenth of the shorter, between 100 ms and a second.
+func limitCheck(spec *vmSpec) time.Duration {
+	d := time.Second
+	for _, l := range []time.Duration{spec.MaxDuration, spec.IdleTimeout} {
+		if l > 0 {
+			d = min(d, l/10)
+		}
+	}
+	return max(d, 100*time.Millisecond)
 }
 
 // watchOwner reads the watchdog pipe until it ends. It returns true when

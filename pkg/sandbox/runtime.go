@@ -156,6 +156,8 @@ const (
 	// activityFile's modification time is the sandbox's last activity
 	// (IdleTimeout).
 	activityFile = "activity"
+	// readyFile is written when the agent first answered after a boot.
+	readyFile = "ready"
 )
 
 // SocketPath is the agent socket of the sandbox in dir.
