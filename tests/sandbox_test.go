@@ -288,6 +288,57 @@ func TestMsbRun(t *testing.T) {
 	if len(entries) != 0 {
 		t.Errorf("msb run left %d sandboxes behind", len(entries))
 	}
+
+	// The other everyday commands, as a user types them.
+	msb := func(want int, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, requireFile(t, "msb"), args...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("msb %v: %v", args, err)
+		}
+		if code != want {
+			t.Errorf("msb %v: exit %d, want %d; stdout %q stderr %q", args, code, want, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	msb(0, "create", "-name", "cli", "-memory", "128", image)
+	var rows []struct{ Name, Status string }
+	if err := json.Unmarshal([]byte(msb(0, "ls", "--json")), &rows); err != nil || len(rows) != 1 || rows[0].Name != "cli" || rows[0].Status != "running" {
+		t.Errorf("msb ls --json = %+v, %v", rows, err)
+	}
+	if got := msb(5, "exec", "cli", "--", "sh", "-c", "echo in-cli; exit 5"); got != "in-cli\n" {
+		t.Errorf("msb exec stdout = %q", got)
+	}
+	hostFile := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(hostFile, []byte("copied"), 0o644)
+	msb(0, "cp", hostFile, "cli:/root/f")
+	msb(0, "cp", "cli:/root/f", hostFile+".back")
+	if b, _ := os.ReadFile(hostFile + ".back"); string(b) != "copied" {
+		t.Errorf("msb cp round trip = %q", b)
+	}
+	msb(0, "stop", "cli")
+	if got := msb(0, "ps"); strings.Contains(got, "cli") {
+		t.Errorf("msb ps after stop lists cli: %q", got)
+	}
+	// exec on a stopped sandbox starts it for the command, then stops it;
+	// the root disk kept the copied file.
+	if got := msb(0, "exec", "cli", "--", "cat", "/root/f"); got != "copied" {
+		t.Errorf("msb exec on a stopped sandbox = %q", got)
+	}
+	if got := msb(0, "ls"); !strings.Contains(got, "stopped") {
+		t.Errorf("msb ls after exec on a stopped sandbox: %q", got)
+	}
+	msb(0, "rm", "cli")
+	if got := msb(0, "ls", "--json"); strings.TrimSpace(got) != "[]" {
+		t.Errorf("msb ls after rm = %q", got)
+	}
 }
 
 // TestSandboxDiesWithCreator kills the creating process (msb run) with

@@ -218,22 +218,21 @@ func runCmd(ctx context.Context, args []string) int {
 	if name == "" {
 		name = "msb-run-" + strconv.Itoa(os.Getpid())
 		opts = append(opts, microsandbox.WithEphemeral(true))
+	} else if _, err := microsandbox.GetSandbox(ctx, name); err == nil && !sf.replace {
+		// An existing named sandbox is reused: run the command in it
+		// (starting it for the run when it is stopped).
+		sb, release, err := openOrStart(ctx, name)
+		if err != nil {
+			return fail("run: %v", err)
+		}
+		defer release()
+		return runIn(ctx, sb, argv, *timeout)
 	}
 	sb, err := microsandbox.CreateSandbox(ctx, name, opts...)
 	if err != nil {
 		return fail("create: %v", err)
 	}
-	var eopts []microsandbox.ExecOption
-	if *timeout > 0 {
-		eopts = append(eopts, microsandbox.WithExecTimeout(*timeout))
-	}
-	var out *microsandbox.ExecOutput
-	if len(argv) == 0 {
-		out, err = sb.ExecDefault(ctx, eopts...)
-	} else {
-		out, err = sb.Exec(ctx, argv[0], argv[1:], eopts...)
-	}
-	code := exitCode(out, err)
+	code := runIn(ctx, sb, argv, *timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = sb.Stop(sctx)
@@ -247,6 +246,23 @@ func runCmd(ctx context.Context, args []string) int {
 		}
 	}
 	return code
+}
+
+// runIn runs argv (the default command when empty) in sb and returns the
+// CLI's exit code.
+func runIn(ctx context.Context, sb *microsandbox.Sandbox, argv []string, timeout time.Duration) int {
+	var eopts []microsandbox.ExecOption
+	if timeout > 0 {
+		eopts = append(eopts, microsandbox.WithExecTimeout(timeout))
+	}
+	var out *microsandbox.ExecOutput
+	var err error
+	if len(argv) == 0 {
+		out, err = sb.ExecDefault(ctx, eopts...)
+	} else {
+		out, err = sb.Exec(ctx, argv[0], argv[1:], eopts...)
+	}
+	return exitCode(out, err)
 }
 
 func ignoreNotFound(err error) error {

@@ -39,15 +39,11 @@ func execCmd(ctx context.Context, args []string) int {
 	if err != nil {
 		return fail("exec: %v", err)
 	}
-	h, err := microsandbox.GetSandbox(ctx, name)
+	sb, release, err := openOrStart(ctx, name)
 	if err != nil {
 		return fail("exec: %v", err)
 	}
-	sb, err := h.Connect(ctx)
-	if err != nil {
-		return fail("exec: %v", err)
-	}
-	defer sb.Close()
+	defer release()
 	opts := []microsandbox.ExecOption{microsandbox.WithExecEnv(envMap)}
 	if *workdir != "" {
 		opts = append(opts, microsandbox.WithExecCwd(*workdir))
@@ -60,6 +56,34 @@ func execCmd(ctx context.Context, args []string) int {
 	}
 	out, err := sb.Exec(ctx, argv[0], argv[1:], opts...)
 	return exitCode(out, err)
+}
+
+// openOrStart connects to the running sandbox name, or starts it when it
+// is stopped; release closes the handle, stopping what it started.
+func openOrStart(ctx context.Context, name string) (*microsandbox.Sandbox, func(), error) {
+	h, err := microsandbox.GetSandbox(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch h.Status() {
+	case microsandbox.SandboxStatusStopped, microsandbox.SandboxStatusCrashed:
+		sb, err := microsandbox.StartSandbox(ctx, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sb, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := sb.Stop(sctx); err != nil {
+				fmt.Fprintf(os.Stderr, "msb: stop %s: %v\n", name, err)
+			}
+		}, nil
+	}
+	sb, err := h.Connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sb, func() { sb.Close() }, nil
 }
 
 // guestPath splits "NAME:/path" into the sandbox and the path; a host path
