@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -136,6 +137,13 @@ func TestSDKLifecycle(t *testing.T) {
 	stop, err := res.WaitUntilStopped(ctx)
 	if err != nil || stop.Status != microsandbox.SandboxStatusStopped {
 		t.Fatalf("WaitUntilStopped after Close = %+v, %v; want stopped", stop, err)
+	}
+	// The guest left its root disk's file system clean (ext4 superblock
+	// s_state, offset 58: bit 0 is "valid").
+	if state, err := ext4State(filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", "life", "upper.ext4")); err != nil {
+		t.Errorf("root disk: %v", err)
+	} else if state&1 == 0 {
+		t.Errorf("root disk superblock state %#x after a graceful stop: not clean", state)
 	}
 	if _, err := h.Ping(ctx); !microsandbox.IsKind(err, microsandbox.ErrSandboxNotRunning) {
 		t.Errorf("Ping of a stopped sandbox = %v, want ErrSandboxNotRunning", err)
@@ -293,6 +301,20 @@ func TestSDKLifecycle(t *testing.T) {
 	if n := openFDs(t); n > fds {
 		t.Errorf("%d open descriptors before the sandboxes, %d after", fds, n)
 	}
+}
+
+// ext4State reads s_state from the ext4 superblock of the image at path.
+func ext4State(path string) (uint16, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b := make([]byte, 2)
+	if _, err := f.ReadAt(b, 1024+58); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint16(b), nil
 }
 
 // openFDs counts this process's open descriptors.

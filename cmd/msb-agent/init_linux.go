@@ -54,6 +54,10 @@ type initProc struct {
 	restarts restartPolicy
 	// switched is set once init runs in the assembled root.
 	switched bool
+	// upper is the disk-backed writable layer's mount (an O_PATH
+	// descriptor taken before the switch hid it), remounted read-only at
+	// the end so that its file system is left clean; nil for a tmpfs.
+	upper *os.File
 }
 
 // runInit is PID 1's main: boot, then supervise and reap until asked to
@@ -86,6 +90,12 @@ func runInit() {
 
 	if err := in.mounts.run(rootPlan(cfg)); err != nil {
 		in.fail(bootcfg.StatusRootFailed, fmt.Errorf("root: %w", err))
+	}
+	if cfg.Root.Upper.Device != "" {
+		// Close-on-exec: only init holds it.
+		if in.upper, err = os.OpenFile(rwDir, unix.O_PATH|unix.O_DIRECTORY, 0); err != nil {
+			errorf("open %s: %v (its file system will not be left clean)", rwDir, err)
+		}
 	}
 	payloads, err := openPatchDir(cfg)
 	if err != nil {
@@ -232,7 +242,8 @@ func (in *initProc) fail(status bootcfg.Status, err error) {
 //  1. SIGTERM to every process (kill(-1) spares PID 1), reaping until none
 //     is left or the stop grace has passed;
 //  2. SIGKILL to what is left, reaping for at most a second;
-//  3. sync, unmount in reverse order, remount / read-only, sync;
+//  3. sync, unmount in reverse order, remount / and the root disk
+//     read-only, sync;
 //  4. power off through the VMM's port, or reboot.
 func (in *initProc) end(act action, status bootcfg.Status) {
 	signal.Reset()
@@ -258,6 +269,15 @@ func (in *initProc) end(act action, status bootcfg.Status) {
 		// it consistent. The hidden lower and upper stay mounted.
 		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil && !errors.Is(err, unix.EBUSY) {
 			errorf("remount / read-only: %v", err)
+		}
+	}
+	if in.upper != nil {
+		// The disk under the overlay is hidden by the switch; its
+		// descriptor still names the mount. Read-only marks its file
+		// system clean (the ext4 superblock's state), as an unmount would.
+		target := fmt.Sprintf("/proc/self/fd/%d", in.upper.Fd())
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			errorf("remount the root disk read-only: %v", err)
 		}
 	}
 	unix.Sync()
