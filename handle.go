@@ -72,6 +72,34 @@ func (h *SandboxHandle) ConfigJSON() string {
 	return string(b)
 }
 
+// Config returns the sandbox's configuration as CreateSandbox received it
+// (registry credentials are never kept; mounts and patches are in their
+// persisted form only).
+func (h *SandboxHandle) Config() (*SandboxConfig, error) {
+	c := h.st.Config
+	out := &SandboxConfig{
+		Name: c.Name, Image: c.Image, MemoryMiB: c.MemoryMiB, CPUs: c.CPUs, Env: c.Env,
+		Workdir: c.Workdir, User: c.User, Hostname: c.Hostname, Detached: c.Detached,
+		Labels: c.Labels, Shell: c.Shell, Entrypoint: c.Entrypoint, Cmd: c.Cmd, CmdSet: c.Cmd != nil,
+		MaxDuration: c.MaxDuration, IdleTimeout: c.IdleTimeout, Ephemeral: c.Ephemeral,
+		PullPolicy: PullPolicy(c.PullPolicy), Scripts: c.Scripts, LogLevel: LogLevel(c.LogLevel),
+	}
+	if c.LogLevel == "off" {
+		out.LogLevel, out.QuietLogs = "", true
+	}
+	if d := c.RootDisk; d != nil {
+		out.RootDisk = &RootDiskConfig{kind: RootDiskKind(d.Kind), sizeMiB: d.SizeMiB}
+	}
+	if n := c.Network; n != nil {
+		nc := &NetworkConfig{Disabled: n.Disabled}
+		for _, p := range n.Ports {
+			nc.PortBindings = append(nc.PortBindings, PortBinding{Bind: p.Bind, HostPort: p.HostPort, GuestPort: p.GuestPort, Protocol: PolicyProtocol(p.Protocol)})
+		}
+		out.Network = nc
+	}
+	return out, nil
+}
+
 // Refresh reads the record again.
 func (h *SandboxHandle) Refresh(ctx context.Context) (*SandboxHandle, error) {
 	return GetSandbox(ctx, h.st.Name)
@@ -314,23 +342,32 @@ func persistedConfig(c *sandbox.Config) map[string]any {
 		labels = map[string]string{}
 	}
 	mem, cpus := c2.MemoryMiB, c2.CPUs
+	logLevel := nilIfEmpty(c2.LogLevel)
+	if c2.LogLevel == "off" {
+		logLevel = nil
+	}
 	runtime := map[string]any{
 		"workdir": nilIfEmpty(c2.Workdir), "hostname": nilIfEmpty(c2.Hostname),
 		"user": nilIfEmpty(c2.User), "entrypoint": c2.Entrypoint, "cmd": c2.Cmd,
+		"shell": nilIfEmpty(c2.Shell), "scripts": c2.Scripts, "log_level": logLevel,
 	}
+	pull := map[string]string{"": "IfMissing", "if-missing": "IfMissing", "always": "Always", "never": "Never"}[c2.PullPolicy]
 	lifecycle := map[string]any{"ephemeral": c2.Ephemeral}
 	if c2.MaxDuration > 0 {
 		lifecycle["max_duration_secs"] = int64(c2.MaxDuration / time.Second)
 	}
 	return map[string]any{
-		"name":      c2.Name,
-		"image":     map[string]any{"Oci": map[string]any{"reference": c2.Image}},
-		"resources": map[string]any{"cpus": cpus, "memory_mib": mem},
-		"runtime":   runtime,
-		"env":       env,
-		"labels":    labels,
-		"network":   c2.Network,
-		"lifecycle": lifecycle,
+		"name":        c2.Name,
+		"image":       map[string]any{"Oci": map[string]any{"reference": c2.Image}},
+		"resources":   map[string]any{"cpus": cpus, "memory_mib": mem},
+		"runtime":     runtime,
+		"env":         env,
+		"labels":      labels,
+		"network":     c2.Network,
+		"lifecycle":   lifecycle,
+		"mounts":      c2.Mounts,
+		"patches":     c2.Patches,
+		"pull_policy": pull,
 	}
 }
 

@@ -49,6 +49,9 @@ type SandboxConfig struct {
 	Scripts map[string]string
 	// RootDisk is the writable layer; nil means a managed 4096 MiB disk.
 	RootDisk *RootDiskConfig
+	// LogLevel is the guest console's verbosity; QuietLogs turns it off.
+	LogLevel  LogLevel
+	QuietLogs bool
 	// PullPolicy says when the image is fetched; "" means if-missing.
 	PullPolicy PullPolicy
 	// registry collects the registry options (credentials stay out of
@@ -174,6 +177,26 @@ func WithMaxDuration(d time.Duration) SandboxOption {
 func WithIdleTimeout(d time.Duration) SandboxOption {
 	return func(c *SandboxConfig) { c.IdleTimeout = ceilDuration(d, time.Second) }
 }
+
+// LogLevel is a log verbosity.
+type LogLevel string
+
+// Log levels.
+const (
+	LogLevelDefault LogLevel = ""
+	LogLevelTrace   LogLevel = "trace"
+	LogLevelDebug   LogLevel = "debug"
+	LogLevelInfo    LogLevel = "info"
+	LogLevelWarn    LogLevel = "warn"
+	LogLevelError   LogLevel = "error"
+)
+
+// WithLogLevel sets how much the guest kernel writes to the sandbox's
+// console log (console.log in its directory); default warn.
+func WithLogLevel(l LogLevel) SandboxOption { return func(c *SandboxConfig) { c.LogLevel = l } }
+
+// WithQuietLogs keeps the guest console log to emergencies.
+func WithQuietLogs() SandboxOption { return func(c *SandboxConfig) { c.QuietLogs = true } }
 
 // WithEphemeral removes the sandbox's record and files once it stopped.
 func WithEphemeral(on bool) SandboxOption { return func(c *SandboxConfig) { c.Ephemeral = on } }

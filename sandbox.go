@@ -71,6 +71,10 @@ func (c *SandboxConfig) sandboxConfig() (sandbox.Config, error) {
 	}
 	sc.PullPolicy = string(c.PullPolicy)
 	sc.Scripts, sc.Shell = c.Scripts, c.Shell
+	sc.LogLevel = string(c.LogLevel)
+	if c.QuietLogs {
+		sc.LogLevel = "off"
+	}
 	if sc.Mounts, err = sandboxMounts(c.Volumes); err != nil {
 		return sandbox.Config{}, err
 	}

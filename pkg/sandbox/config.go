@@ -87,6 +87,9 @@ type Config struct {
 	// RootDisk is the writable layer; nil means a managed disk of
 	// DefaultRootDiskMiB.
 	RootDisk *RootDisk `json:"root_disk,omitempty"`
+	// LogLevel sets how much the guest kernel writes to the console log:
+	// "trace", "debug", "info", "warn" (when ""), "error" or "off".
+	LogLevel string `json:"log_level,omitempty"`
 	// PullPolicy is "if-missing" (when ""), "always" or "never".
 	PullPolicy string `json:"pull_policy,omitempty"`
 	// Registry holds how to reach the image's registry. It is never
@@ -104,6 +107,10 @@ type Registry struct {
 	// CACertificates are extra PEM CA certificates to trust.
 	CACertificates []byte
 }
+
+// kernelLogLevels maps Config.LogLevel to the guest kernel's console log
+// level (loglevel=, after the VMM's "quiet").
+var kernelLogLevels = map[string]int{"": 4, "warn": 4, "trace": 8, "debug": 8, "info": 7, "error": 3, "off": 1}
 
 // reservedLabelPrefixes may not start a label key (upstream §1.2).
 var reservedLabelPrefixes = []string{"sandbox.", "microsandbox.", "service."}
@@ -205,6 +212,9 @@ func (c *Config) Validate() error {
 		if strings.Contains(a, "\x00") {
 			bad("entrypoint or cmd argument %q contains NUL", a)
 		}
+	}
+	if _, ok := kernelLogLevels[c.LogLevel]; !ok {
+		bad("log level %q: want trace, debug, info, warn, error or off", c.LogLevel)
 	}
 	switch c.PullPolicy {
 	case "", "if-missing", "always", "never":

@@ -190,6 +190,7 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 		Kernel: rt.Kernel, Initrd: filepath.Join(dir, initrdFile), Rootfs: rootPath,
 		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs), Network: cfg.Network,
 		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout, Shares: shares,
+		Cmdline: fmt.Sprintf("loglevel=%d", kernelLogLevels[cfg.LogLevel]),
 	}
 	switch cfg.RootDisk.kind() {
 	case RootDiskManaged:

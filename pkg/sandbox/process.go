@@ -62,6 +62,8 @@ type vmSpec struct {
 	// Upper is the managed root disk (ext4 image, attached writable after
 	// the root); "" for a tmpfs upper.
 	Upper string `json:"upper,omitempty"`
+	// Cmdline is appended to the guest kernel's command line.
+	Cmdline string `json:"cmdline,omitempty"`
 	// Shares are the virtio-fs devices (bind mounts and named volumes).
 	Shares []share `json:"shares,omitempty"`
 	// RestartInitrd, if set, replaces Initrd on later boots.
@@ -208,6 +210,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		MemoryMiB: spec.MemoryMiB,
 		VCPUs:     spec.CPUs,
 		Devices:   devices,
+		Cmdline:   spec.Cmdline,
 	})
 	if err != nil {
 		return vmm.Exit{}, fmt.Errorf("sandbox process: %w", err)
