@@ -61,6 +61,16 @@ type TmpfsOptions struct {
 	Readonly, Noexec, Nosuid, Nodev bool
 }
 
+// DiskOptions configures a disk image mount.
+type DiskOptions struct {
+	// Format is "raw" (when ""); qcow2 and vmdk are not supported.
+	Format string
+	// Fstype is the image's file system: "ext4" (when ""), "erofs" or
+	// "squashfs".
+	Fstype                          string
+	Readonly, Noexec, Nosuid, Nodev bool
+}
+
 // MountConfig is one guest mount. Build it with Mount.
 type MountConfig struct {
 	kind   MountKind
@@ -68,6 +78,7 @@ type MountConfig struct {
 	opts   MountOptions
 	named  NamedVolumeOptions
 	tmpfs  TmpfsOptions
+	disk   DiskOptions
 }
 
 // Kind returns the mount's kind.
@@ -98,6 +109,13 @@ func (mountFactory) NamedWith(name string, o MountOptions, n NamedVolumeOptions)
 // Tmpfs is a guest tmpfs.
 func (mountFactory) Tmpfs(o TmpfsOptions) MountConfig {
 	return MountConfig{kind: MountKindTmpfs, tmpfs: o}
+}
+
+// Disk attaches the raw disk image at hostPath as a block device and
+// mounts its file system (relative paths are resolved at CreateSandbox).
+// Read-only is enforced by the host's block device.
+func (mountFactory) Disk(hostPath string, o DiskOptions) MountConfig {
+	return MountConfig{kind: MountKindDisk, source: hostPath, disk: o}
 }
 
 // WithMounts adds mounts by guest path; repeated calls merge, later paths
@@ -160,8 +178,17 @@ func sandboxMounts(vols map[string]MountConfig) ([]sandbox.Mount, error) {
 		case MountKindTmpfs:
 			t := m.tmpfs
 			out = append(out, sandbox.Mount{Guest: p, Kind: sandbox.MountTmpfs, ReadOnly: t.Readonly, SizeMiB: t.SizeMiB, Options: flags(t.Noexec, t.Nosuid, t.Nodev)})
+		case MountKindDisk:
+			d := m.disk
+			if d.Format != "" && d.Format != "raw" {
+				errs = append(errs, fmt.Errorf("disk mount at %s: format %q is not supported (raw only)", p, d.Format))
+			}
+			if strings.HasSuffix(m.source, ".qcow2") || strings.HasSuffix(m.source, ".vmdk") {
+				errs = append(errs, fmt.Errorf("disk mount at %s: %s looks like a qcow2 or vmdk image; only raw images are supported", p, m.source))
+			}
+			out = append(out, sandbox.Mount{Guest: p, Kind: sandbox.MountDisk, Source: m.source, FSType: d.Fstype, ReadOnly: d.Readonly, Options: flags(d.Noexec, d.Nosuid, d.Nodev)})
 		default:
-			errs = append(errs, fmt.Errorf("mount at %s: kind %d is not supported (bind, named, tmpfs)", p, m.kind))
+			errs = append(errs, fmt.Errorf("mount at %s: kind %d is not supported", p, m.kind))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

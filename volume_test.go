@@ -98,7 +98,9 @@ func TestMountsConvert(t *testing.T) {
 	for _, bad := range []map[string]MountConfig{
 		{"/a:b": Mount.Tmpfs(TmpfsOptions{})},
 		{"/a": Mount.Bind("x", MountOptions{HostPermissions: "mirror"})},
-		{"/a": {kind: MountKindDisk}},
+		{"/a": Mount.Disk("x.qcow2", DiskOptions{})},
+		{"/a": Mount.Disk("x.img", DiskOptions{Format: "vmdk"})},
+		{"/a": {kind: 9}},
 	} {
 		if _, err := sandboxMounts(bad); !IsKind(err, ErrInvalidConfig) {
 			t.Errorf("sandboxMounts(%v) = %v, want ErrInvalidConfig", bad, err)

@@ -13,13 +13,15 @@ import (
 
 	microsandbox "github.com/microsandbox-go/microsandbox"
 	"github.com/microsandbox-go/microsandbox/internal/vmtest"
+	"github.com/microsandbox-go/microsandbox/pkg/rootfs/ext4fmt"
 )
 
 // TestVolumes mounts host directories into booted guests through
 // virtio-fs: a read-only bind (reads work, writes fail with EROFS), a
 // read-write bind with guest ownership, a named volume written by one
-// sandbox and read by the next and from the host, its quota, and a tmpfs
-// with a size limit.
+// sandbox and read by the next and from the host, its quota, a tmpfs with a
+// size limit, and a raw ext4 disk image written by one sandbox and mounted
+// read-only by the next.
 func TestVolumes(t *testing.T) {
 	vmtest.RequireKVM(t)
 	image := setupRuntime(t)
@@ -36,7 +38,12 @@ func TestVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	img := filepath.Join(t.TempDir(), "data.img")
+	if err := ext4fmt.FormatFile(img, 64<<20, ext4fmt.Options{Label: "data"}); err != nil {
+		t.Fatal(err)
+	}
 	mounts := microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+		"/disk":    microsandbox.Mount.Disk(img, microsandbox.DiskOptions{}),
 		"/app/src": microsandbox.Mount.Bind(src, microsandbox.MountOptions{Readonly: true}),
 		"/rw":      microsandbox.Mount.Bind(rw, microsandbox.MountOptions{}),
 		"/data":    microsandbox.Mount.Named("shared", microsandbox.MountOptions{}),
@@ -68,6 +75,7 @@ func TestVolumes(t *testing.T) {
 	}
 
 	mustExec(ctx, t, a, "sh", "-c", "echo persisted > /data/note")
+	mustExec(ctx, t, a, "sh", "-c", "echo on-disk > /disk/file")
 	// Quota: 8 MiB.
 	out, err = a.Shell(ctx, "dd if=/dev/zero of=/data/big bs=1048576 count=16 2>&1")
 	if err != nil {
@@ -97,9 +105,16 @@ func TestVolumes(t *testing.T) {
 	}
 	b := createSandbox(ctx, t, "vol-b", image, microsandbox.WithMounts(map[string]microsandbox.MountConfig{
 		"/data": microsandbox.Mount.Named("shared", microsandbox.MountOptions{Readonly: true}),
+		"/disk": microsandbox.Mount.Disk(img, microsandbox.DiskOptions{Readonly: true}),
 	}))
 	if got := mustExec(ctx, t, b, "cat", "/data/note"); got != "persisted\n" {
 		t.Errorf("the next sandbox reads %q", got)
+	}
+	if got := mustExec(ctx, t, b, "cat", "/disk/file"); got != "on-disk\n" {
+		t.Errorf("the disk image in the next sandbox: %q", got)
+	}
+	if out, err := b.Shell(ctx, "echo x > /disk/other"); err != nil || out.Success() || !strings.Contains(out.Stderr(), "Read-only file system") {
+		t.Errorf("write to the read-only disk: %v %+v, want EROFS", err, out)
 	}
 	if err := b.Stop(ctx); err != nil {
 		t.Fatal(err)

@@ -54,10 +54,11 @@ func Create(ctx context.Context, rt Runtime, cfg Config, opts ...CreateOption) (
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	// Bind paths are relative to the caller's directory: fix them now.
+	// Bind and disk paths are relative to the caller's directory: fix
+	// them now.
 	cfg.Mounts = append([]Mount(nil), cfg.Mounts...)
 	for i, m := range cfg.Mounts {
-		if m.Kind == MountBind {
+		if m.Kind == MountBind || m.Kind == MountDisk {
 			abs, err := filepath.Abs(m.Source)
 			if err != nil {
 				return nil, fmt.Errorf("%w: bind %s: %w", ErrInvalidConfig, m.Source, err)
@@ -181,28 +182,31 @@ func create(ctx context.Context, rt *Runtime, cfg Config, dir string) (*Sandbox,
 	if cfg.Network.enabled() {
 		boot.Network = guestNetwork()
 	}
-	shares, mounts, err := resolveMounts(rt, cfg.Mounts)
-	if err != nil {
-		return nil, err
-	}
-	boot.Mounts = append(boot.Mounts, mounts...)
 	spec := vmSpec{
 		Kernel: rt.Kernel, Initrd: filepath.Join(dir, initrdFile), Rootfs: rootPath,
 		MemoryMiB: int(cfg.MemoryMiB), CPUs: int(cfg.CPUs), Network: cfg.Network,
-		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout, Shares: shares,
+		MaxDuration: cfg.MaxDuration, IdleTimeout: cfg.IdleTimeout,
 		Cmdline: fmt.Sprintf("loglevel=%d", kernelLogLevels[cfg.LogLevel]),
 	}
+	firstDisk := 1 // the root image is /dev/vda
 	switch cfg.RootDisk.kind() {
 	case RootDiskManaged:
 		if spec.Upper, err = makeRootDisk(dir, cfg.RootDisk); err != nil {
 			return nil, err
 		}
 		boot.Root.Upper.Device = guestUpperDevice
+		firstDisk++
 	case RootDiskTmpfs:
 		if d := cfg.RootDisk; d != nil && d.SizeMiB > 0 {
 			boot.Root.Upper.Size = fmt.Sprintf("%dm", d.SizeMiB)
 		}
 	}
+	shares, disks, mounts, err := resolveMounts(rt, cfg.Mounts, firstDisk)
+	if err != nil {
+		return nil, err
+	}
+	spec.Shares, spec.Disks = shares, disks
+	boot.Mounts = append(boot.Mounts, mounts...)
 	if err := writeInitramfs(rt.Agent, filepath.Join(dir, initrdFile), boot); err != nil {
 		return nil, err
 	}

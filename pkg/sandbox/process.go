@@ -64,6 +64,9 @@ type vmSpec struct {
 	Upper string `json:"upper,omitempty"`
 	// Cmdline is appended to the guest kernel's command line.
 	Cmdline string `json:"cmdline,omitempty"`
+	// Disks are extra block devices (disk mounts), after Rootfs and
+	// Upper.
+	Disks []disk `json:"disks,omitempty"`
 	// Shares are the virtio-fs devices (bind mounts and named volumes).
 	Shares []share `json:"shares,omitempty"`
 	// RestartInitrd, if set, replaces Initrd on later boots.
@@ -174,6 +177,15 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		defer upper.Close()
 		devices = append(devices, upper)
 		disks = append(disks, upper)
+	}
+	for i, d := range spec.Disks {
+		dev, err := blk.New(blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, ID: fmt.Sprintf("disk%d", i)})
+		if err != nil {
+			return vmm.Exit{}, fmt.Errorf("sandbox process: disk %s: %w", d.Path, err)
+		}
+		defer dev.Close()
+		devices = append(devices, dev)
+		disks = append(disks, dev)
 	}
 	devices = append(devices, vs, rng.New())
 	for _, sh := range spec.Shares {

@@ -33,7 +33,19 @@ const (
 	MountNamed = "named"
 	// MountTmpfs is a guest tmpfs.
 	MountTmpfs = "tmpfs"
+	// MountDisk attaches a host disk image (raw) as a block device and
+	// mounts its file system.
+	MountDisk = "disk"
 )
+
+// diskFSTypes are the file systems a disk mount may hold.
+var diskFSTypes = map[string]bool{"ext4": true, "erofs": true, "squashfs": true}
+
+// disk is one extra block device of the sandbox process.
+type disk struct {
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
 
 // Mount is a file system mounted in the guest at Guest.
 type Mount struct {
@@ -55,6 +67,9 @@ type Mount struct {
 	// Options are extra guest mount flags: nosuid, nodev, noexec,
 	// noatime, relatime.
 	Options []string `json:"options,omitempty"`
+	// FSType is a disk mount's file system: "ext4" (when ""), "erofs" or
+	// "squashfs".
+	FSType string `json:"fstype,omitempty"`
 	// Create says what a named mount does about its volume: "existing"
 	// (when "": it must exist), "create" (it must not; it is made) or
 	// "ensure-exists" (made when missing).
@@ -100,8 +115,15 @@ func validateMounts(ms []Mount) []error {
 				bad("named mount at %s: mode %q: want existing, create or ensure-exists", m.Guest, m.Create)
 			}
 		case MountTmpfs:
+		case MountDisk:
+			if m.Source == "" {
+				bad("disk mount at %s: no image path", m.Guest)
+			}
+			if m.FSType != "" && !diskFSTypes[m.FSType] {
+				bad("disk mount at %s: file system %q: want ext4, erofs or squashfs", m.Guest, m.FSType)
+			}
 		default:
-			bad("mount at %s: kind %q: want bind, named or tmpfs", m.Guest, m.Kind)
+			bad("mount at %s: kind %q: want bind, named, tmpfs or disk", m.Guest, m.Kind)
 		}
 		for _, o := range m.Options {
 			if !mountFlags[o] {
@@ -239,14 +261,40 @@ func RemoveVolume(rt Runtime, name string) error {
 }
 
 // resolveMounts turns cfg's mounts into the sandbox process's shares and
-// the guest's mounts: bind paths made absolute and checked, named volumes
-// created when missing.
-func resolveMounts(rt *Runtime, ms []Mount) ([]share, []bootcfg.Mount, error) {
+// disks and the guest's mounts: bind paths made absolute and checked, named
+// volumes created as their mode says, disk images checked. Disk images
+// become block devices after the firstDisk ones the sandbox has already
+// (the guest names them /dev/vda, /dev/vdb, ... in order).
+func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []bootcfg.Mount, error) {
 	var shares []share
+	var disks []disk
 	var guest []bootcfg.Mount
 	for i, m := range ms {
 		opts := append([]string(nil), m.Options...)
 		switch m.Kind {
+		case MountDisk:
+			path, err := filepath.Abs(m.Source)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("%w: disk %s: %w", ErrInvalidConfig, m.Source, err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %w", ErrInvalidConfig, m.Guest, err)
+			}
+			if !fi.Mode().IsRegular() || fi.Size() == 0 {
+				return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %s is not a non-empty raw image file", ErrInvalidConfig, m.Guest, path)
+			}
+			n := firstDisk + len(disks)
+			if n >= 26 {
+				return nil, nil, nil, fmt.Errorf("%w: more than %d disks", ErrInvalidConfig, 26-firstDisk)
+			}
+			fstype := m.FSType
+			if fstype == "" {
+				fstype = "ext4"
+			}
+			disks = append(disks, disk{Path: path, ReadOnly: m.ReadOnly})
+			guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: fstype, ReadOnly: m.ReadOnly, Options: opts})
+			continue
 		case MountTmpfs:
 			if m.SizeMiB > 0 {
 				opts = append(opts, fmt.Sprintf("size=%dm", m.SizeMiB))
@@ -255,20 +303,20 @@ func resolveMounts(rt *Runtime, ms []Mount) ([]share, []bootcfg.Mount, error) {
 			continue
 		case MountBind, MountNamed:
 		default:
-			return nil, nil, fmt.Errorf("%w: mount kind %q", ErrInvalidConfig, m.Kind)
+			return nil, nil, nil, fmt.Errorf("%w: mount kind %q", ErrInvalidConfig, m.Kind)
 		}
 		sh := share{Tag: fmt.Sprintf("msb%d", i), ReadOnly: m.ReadOnly, QuotaBytes: uint64(m.QuotaMiB) << 20}
 		if m.Kind == MountBind {
 			root, err := filepath.Abs(m.Source)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: bind %s: %w", ErrInvalidConfig, m.Source, err)
+				return nil, nil, nil, fmt.Errorf("%w: bind %s: %w", ErrInvalidConfig, m.Source, err)
 			}
 			fi, err := os.Stat(root)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w: bind mount at %s: %w", ErrInvalidConfig, m.Guest, err)
+				return nil, nil, nil, fmt.Errorf("%w: bind mount at %s: %w", ErrInvalidConfig, m.Guest, err)
 			}
 			if !fi.IsDir() {
-				return nil, nil, fmt.Errorf("%w: bind mount at %s: %s is not a directory (only directories can be shared)", ErrInvalidConfig, m.Guest, root)
+				return nil, nil, nil, fmt.Errorf("%w: bind mount at %s: %s is not a directory (only directories can be shared)", ErrInvalidConfig, m.Guest, root)
 			}
 			sh.Root = root
 		} else {
@@ -289,7 +337,7 @@ func resolveMounts(rt *Runtime, ms []Mount) ([]share, []bootcfg.Mount, error) {
 				v, err = GetVolume(*rt, m.Source)
 			}
 			if err != nil {
-				return nil, nil, fmt.Errorf("named mount at %s: %w", m.Guest, err)
+				return nil, nil, nil, fmt.Errorf("named mount at %s: %w", m.Guest, err)
 			}
 			sh.Root = v.Path
 			sh.QuotaBytes = uint64(v.QuotaMiB) << 20
@@ -297,5 +345,5 @@ func resolveMounts(rt *Runtime, ms []Mount) ([]share, []bootcfg.Mount, error) {
 		shares = append(shares, sh)
 		guest = append(guest, bootcfg.Mount{Source: sh.Tag, Target: m.Guest, FSType: "virtiofs", ReadOnly: m.ReadOnly, Options: opts})
 	}
-	return shares, guest, nil
+	return shares, disks, guest, nil
 }
