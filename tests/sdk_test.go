@@ -342,6 +342,14 @@ func TestSDKOperations(t *testing.T) {
 			t.Errorf("script greet = %q", got)
 		}
 	})
+	t.Run("env union", func(t *testing.T) {
+		// The image's PATH with the scripts directory first, overlaid by
+		// the exec's own variables.
+		out, err := sb.Shell(ctx, "echo $PATH; echo $ONLY_EXEC", microsandbox.WithExecEnv(map[string]string{"ONLY_EXEC": "x"}))
+		if err != nil || !strings.HasPrefix(out.Stdout(), "/.msb/scripts:") || !strings.HasSuffix(out.Stdout(), "\nx\n") {
+			t.Errorf("env = %q, %v", out.Stdout(), err)
+		}
+	})
 
 	t.Run("stream events", func(t *testing.T) {
 		h, err := sb.ShellStream(ctx, "echo out; echo err >&2; exit 4")
