@@ -60,15 +60,18 @@ e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/ms
 
 # Benchmarks print ratios against a peer measured in the same run, never
 # absolute targets: rootfs conversion vs mkfs.erofs on the host; boot time of
-# pkg/vmm vs QEMU microvm inside the harness; the SDK's exec round trip vs a
-# raw vsock echo through the same sandbox (and create → first exec).
+# pkg/vmm vs QEMU microvm inside the harness; guest→host TCP throughput and
+# connection rate through pkg/netstack vs QEMU's slirp; the SDK's exec round
+# trip vs a raw vsock echo through the same sandbox (and create → first exec).
 # Under the emulated nested harness everything is 10-50x slower: the share's
 # bulk benchmark moves 256 MiB there (pass SDKBENCH_FLAGS= for 1 GiB).
 SDKBENCH_FLAGS ?= -fs-mib 256
-bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar
+bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/netbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar
 	$(GO) run ./tests/convbench
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/bootbench -runs 7
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
+	  $$(bash internal/vmtest/qemu-sysroot.sh) build/netbench -runs 3
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/msb-agent -file build/msb \
 	  -file build/vsockecho -file build/busybox-oci.tar build/sdkbench $(SDKBENCH_FLAGS)
 
@@ -80,6 +83,9 @@ build/vsockecho: FORCE
 
 build/bootbench: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/bootbench
+
+build/netbench: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/netbench
 
 kernel: build/vmlinux
 

@@ -53,6 +53,8 @@ func main() {
 			checkRNG()
 		case "vsockping":
 			checkVsockPing()
+		case "net":
+			checkNet()
 		case "vsock":
 			mib, _ := strconv.Atoi(param("msb_vsock_mib"))
 			checkVsock(max(mib, 1))
