@@ -74,6 +74,15 @@ func TestVolumes(t *testing.T) {
 		t.Errorf("host view of the file by nobody: %v %v", fi, err)
 	}
 
+	// A large directory removed while it is read (rm -rf): the share
+	// lies on the L1's tmpfs, whose directory offsets are positions.
+	mustExec(ctx, t, a, "sh", "-c", "mkdir /rw/many && cd /rw/many && i=0; while [ $i -lt 600 ]; do : > file-$i; i=$((i+1)); done")
+	if out, err := a.Exec(ctx, "rm", []string{"-rf", "/rw/many"}); err != nil || !out.Success() {
+		t.Errorf("rm -rf of 600 files on a share: %v %+v", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(rw, "many")); !os.IsNotExist(err) {
+		t.Errorf("the directory is still on the host: %v", err)
+	}
 	mustExec(ctx, t, a, "sh", "-c", "echo persisted > /data/note")
 	mustExec(ctx, t, a, "sh", "-c", "echo on-disk > /disk/file")
 	// Quota: 8 MiB.

@@ -82,36 +82,55 @@ func (s *Server) readdirAny(r *request, plus bool) (int, unix.Errno) {
 		return 0, unix.EINVAL
 	}
 	limit := min(int(size), MaxRead, len(r.out))
-	// Seek every time: offsets come from the guest and the fd's position
-	// may be anywhere after an earlier, partly returned getdents.
-	if _, err := unix.Seek(h.fd, int64(off), unix.SEEK_SET); err != nil {
-		return 0, errno(err)
+	// Seek only when the guest does not continue where the last reply
+	// ended: offsets come from the guest, but a needless seek is not
+	// harmless (see handle.next).
+	if !h.nextOK || off != h.next {
+		if _, err := unix.Seek(h.fd, int64(off), unix.SEEK_SET); err != nil {
+			h.nextOK = false
+			return 0, errno(err)
+		}
 	}
-	used := 0
+	used, last := 0, off
+	done := func(leftover bool) (int, unix.Errno) {
+		if leftover {
+			// Entries were read past the last one returned: put the fd
+			// right after that one, now, before the guest changes the
+			// directory.
+			if _, err := unix.Seek(h.fd, int64(last), unix.SEEK_SET); err != nil {
+				h.nextOK = false
+				return used, 0
+			}
+		}
+		h.next, h.nextOK = last, true
+		return used, 0
+	}
 	for {
 		k, err := unix.Getdents(h.fd, s.dirBuf)
 		if err != nil {
+			h.nextOK = false
 			if used > 0 {
 				return used, 0
 			}
 			return 0, errno(err)
 		}
 		if k <= 0 {
-			return used, 0
+			return done(false)
 		}
 		for p := s.dirBuf[:k]; len(p) > 0; {
 			d, rest, ok := nextDirent64(p)
 			if !ok {
+				h.nextOK = false
 				return used, 0
 			}
-			p = rest
 			need := direntLen(len(d.name))
 			if plus {
 				need += entryOutSize
 			}
 			if used+need > limit {
-				return used, 0
+				return done(true)
 			}
+			p = rest
 			out := r.out[used : used+need]
 			if plus {
 				s.direntPlus(out[:entryOutSize], h.fd, d)
@@ -119,6 +138,7 @@ func (s *Server) readdirAny(r *request, plus bool) (int, unix.Errno) {
 			}
 			putDirent(out, d.ino, d.off, uint32(d.typ), d.name)
 			used += need
+			last = d.off
 		}
 	}
 }

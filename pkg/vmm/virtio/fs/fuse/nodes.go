@@ -114,6 +114,14 @@ type handle struct {
 	dir     bool
 	appends bool     // opened O_APPEND: writes land at the end
 	key     inodeKey // the inode opened, for truncate through a handle
+	// next is the directory offset the fd stands at (right after the last
+	// entry returned), valid when nextOK: a READDIR continuing from there
+	// reads on without seeking. Seeking is positional on some file
+	// systems (tmpfs before Linux 6.6), so a seek after entries were
+	// removed would skip live ones (rm -rf then finds the directory not
+	// empty).
+	next   uint64
+	nextOK bool
 }
 
 // handleTable maps the guest's file handles to open files. Handles are
