@@ -66,11 +66,16 @@ func (s *Server) opendir(r *request) (int, unix.Errno) {
 func (s *Server) readdir(r *request) (int, unix.Errno)     { return s.readdirAny(r, false) }
 func (s *Server) readdirplus(r *request) (int, unix.Errno) { return s.readdirAny(r, true) }
 
-// readdirAny answers READDIR and READDIRPLUS: entries from the directory
+// readdirAny answers READDIR and READDIRPLUS: entries after the directory
 // offset in.offset (a d_off the server returned earlier, or 0), as many as
 // fit in min(size, MaxRead, reply space). READDIRPLUS looks each entry up
 // (one node reference each, as the guest expects) except "." and "..",
 // which get node id 0 so the guest never learns a node above the root.
+//
+// Offsets are the host's d_off values. The guest continues from the last
+// entry it consumed, which may lie inside the previous reply: the handle
+// keeps that reply's entries (handle.ents), so the usual sequential read
+// never seeks; other offsets seek.
 func (s *Server) readdirAny(r *request, plus bool) (int, unix.Errno) {
 	in := r.in.fixed(readInSize)
 	fh, off, size := le.Uint64(in[0:]), le.Uint64(in[8:]), le.Uint32(in[16:])
@@ -82,65 +87,73 @@ func (s *Server) readdirAny(r *request, plus bool) (int, unix.Errno) {
 		return 0, unix.EINVAL
 	}
 	limit := min(int(size), MaxRead, len(r.out))
-	// Seek only when the guest does not continue where the last reply
-	// ended: offsets come from the guest, but a needless seek is not
-	// harmless (see handle.next).
-	if !h.nextOK || off != h.next {
+
+	var pending []dirEnt
+	found := false
+	if off != 0 {
+		for i, d := range h.ents {
+			if d.off == off {
+				pending, found = h.ents[i+1:], true
+				break
+			}
+		}
+	}
+	if !found {
 		if _, err := unix.Seek(h.fd, int64(off), unix.SEEK_SET); err != nil {
-			h.nextOK = false
+			s.handles.keep(h, nil)
 			return 0, errno(err)
 		}
 	}
-	used, last := 0, off
-	done := func(leftover bool) (int, unix.Errno) {
-		if leftover {
-			// Entries were read past the last one returned: put the fd
-			// right after that one, now, before the guest changes the
-			// directory.
-			if _, err := unix.Seek(h.fd, int64(last), unix.SEEK_SET); err != nil {
-				h.nextOK = false
-				return used, 0
-			}
+	// kept: this reply's entries and those read after them.
+	kept := make([]dirEnt, 0, len(pending))
+	used, full := 0, false
+	emit := func(d dirEnt) {
+		need := direntLen(len(d.name))
+		if plus {
+			need += entryOutSize
 		}
-		h.next, h.nextOK = last, true
-		return used, 0
+		if full || used+need > limit {
+			full = true
+			return
+		}
+		out := r.out[used : used+need]
+		if plus {
+			s.direntPlus(out[:entryOutSize], h.fd, dirent64{ino: d.ino, off: d.off, typ: d.typ, name: []byte(d.name)})
+			out = out[entryOutSize:]
+		}
+		putDirent(out, d.ino, d.off, uint32(d.typ), []byte(d.name))
+		used += need
 	}
-	for {
+	for _, d := range pending {
+		kept = append(kept, d)
+		emit(d)
+	}
+	for !full {
 		k, err := unix.Getdents(h.fd, s.dirBuf)
 		if err != nil {
-			h.nextOK = false
+			s.handles.keep(h, nil)
 			if used > 0 {
 				return used, 0
 			}
 			return 0, errno(err)
 		}
 		if k <= 0 {
-			return done(false)
+			break
 		}
 		for p := s.dirBuf[:k]; len(p) > 0; {
 			d, rest, ok := nextDirent64(p)
 			if !ok {
-				h.nextOK = false
-				return used, 0
-			}
-			need := direntLen(len(d.name))
-			if plus {
-				need += entryOutSize
-			}
-			if used+need > limit {
-				return done(true)
+				break
 			}
 			p = rest
-			out := r.out[used : used+need]
-			if plus {
-				s.direntPlus(out[:entryOutSize], h.fd, d)
-				out = out[entryOutSize:]
-			}
-			putDirent(out, d.ino, d.off, uint32(d.typ), d.name)
-			used += need
-			last = d.off
+			de := dirEnt{ino: d.ino, off: d.off, typ: d.typ, name: string(d.name)}
+			kept = append(kept, de)
+			emit(de)
 		}
 	}
+	// Over the budget nothing is kept, and the next READDIR seeks.
+	s.handles.keep(h, kept)
+	return used, 0
 }
 
 // direntPlus fills the fuse_entry_out of a READDIRPLUS entry. An entry that

@@ -114,14 +114,20 @@ type handle struct {
 	dir     bool
 	appends bool     // opened O_APPEND: writes land at the end
 	key     inodeKey // the inode opened, for truncate through a handle
-	// next is the directory offset the fd stands at (right after the last
-	// entry returned), valid when nextOK: a READDIR continuing from there
-	// reads on without seeking. Seeking is positional on some file
-	// systems (tmpfs before Linux 6.6), so a seek after entries were
-	// removed would skip live ones (rm -rf then finds the directory not
-	// empty).
-	next   uint64
-	nextOK bool
+	// ents are a directory's entries from the start of the last READDIR
+	// reply to the last one read from the fd, which stands after it. A
+	// READDIR whose offset is one of theirs continues from there without
+	// seeking: seeking is positional on some file systems (tmpfs before
+	// Linux 6.6), so after entries were removed it would skip live ones
+	// (rm -rf then finds the directory not empty).
+	ents []dirEnt
+}
+
+// dirEnt is a directory entry kept by a handle.
+type dirEnt struct {
+	ino, off uint64
+	typ      uint8
+	name     string
 }
 
 // handleTable maps the guest's file handles to open files. Handles are
@@ -130,6 +136,24 @@ type handleTable struct {
 	byID map[uint64]*handle
 	next uint64
 	max  int
+	// retained counts the dirEnts all handles keep, bounded by
+	// maxRetainedEnts so that many open directories cannot grow the
+	// server without limit.
+	retained int
+}
+
+// maxRetainedEnts bounds handleTable.retained; a handle that would pass it
+// keeps nothing and READDIR seeks instead.
+const maxRetainedEnts = 1 << 20
+
+// keep replaces h's entries with ents within the budget.
+func (t *handleTable) keep(h *handle, ents []dirEnt) {
+	t.retained -= len(h.ents)
+	h.ents = nil
+	if t.retained+len(ents) <= maxRetainedEnts {
+		h.ents = ents
+		t.retained += len(ents)
+	}
 }
 
 func (t *handleTable) init(max int) {
@@ -176,6 +200,7 @@ func (t *handleTable) release(id uint64) unix.Errno {
 		return unix.EBADF
 	}
 	delete(t.byID, id)
+	t.retained -= len(h.ents)
 	unix.Close(h.fd)
 	return 0
 }
