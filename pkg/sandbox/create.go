@@ -289,7 +289,7 @@ func boot1(ctx context.Context, rt *Runtime, dir string, spec *vmSpec, attached 
 	// The limits count from readiness (the ready file, below).
 	os.Remove(filepath.Join(dir, activityFile))
 	os.Remove(filepath.Join(dir, readyFile))
-	if err := sb.spawn(attached); err != nil {
+	if err := sb.spawn(attached, b); err != nil {
 		return nil, err
 	}
 	if _, err := updateState(dir, func(s *State) { s.PID = sb.pid }); err != nil {
@@ -435,7 +435,7 @@ func writeInitramfs(agentPath, out string, c *bootcfg.Config) error {
 // The process gets a session of its own (a terminal's ^C to the owner does
 // not reach it); an attached one inherits the read end of the watchdog
 // pipe, whose end stops it.
-func (sb *Sandbox) spawn(attached bool) error {
+func (sb *Sandbox) spawn(attached bool, spec []byte) error {
 	logf, err := os.OpenFile(filepath.Join(sb.dir, runtimeLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("sandbox: runtime log: %w", err)
@@ -445,28 +445,47 @@ func (sb *Sandbox) spawn(attached bool) error {
 	cmd.Dir = sb.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The configuration travels over an inherited pipe (specFD), not
+	// argv; the watchdog pipe (watchdogFD) follows when attached.
+	specRead, specWrite, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("sandbox: spec pipe: %w", err)
+	}
+	cmd.ExtraFiles = []*os.File{specRead}
 	var wdRead, wdWrite *os.File
 	if attached {
 		if wdRead, wdWrite, err = os.Pipe(); err != nil {
+			specRead.Close()
+			specWrite.Close()
 			return fmt.Errorf("sandbox: watchdog pipe: %w", err)
 		}
-		cmd.ExtraFiles = []*os.File{wdRead} // watchdogFD in the child
+		cmd.ExtraFiles = append(cmd.ExtraFiles, wdRead)
 	}
 	err = cmd.Start()
+	specRead.Close()
 	if wdRead != nil {
 		wdRead.Close()
 	}
 	if err != nil {
+		specWrite.Close()
 		if wdWrite != nil {
 			wdWrite.Close()
 		}
 		return fmt.Errorf("%w: start sandbox process: %w", ErrBoot, err)
 	}
+	// The child reads the spec first thing; a write to a child that died
+	// fails with EPIPE rather than blocking.
+	_, werr := specWrite.Write(spec)
+	specWrite.Close()
 	sb.cmd, sb.pid, sb.watchdog = cmd, cmd.Process.Pid, wdWrite
 	go func() {
 		sb.waitErr = cmd.Wait()
 		close(sb.done)
 	}()
+	if werr != nil {
+		sb.kill()
+		return fmt.Errorf("%w: send the configuration to the sandbox process: %w", ErrBoot, werr)
+	}
 	return nil
 }
 

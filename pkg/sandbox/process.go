@@ -35,9 +35,16 @@ const HiddenCommand = "__sandbox"
 // so every guest can use the first unreserved one.
 const guestCID = 3
 
-// watchdogFD is the descriptor on which an attached sandbox process
-// inherits the read end of its owner's watchdog pipe (ExtraFiles[0]).
-const watchdogFD = 3
+// Descriptors the sandbox process inherits: specFD is the read end of a
+// pipe carrying its vmSpec (JSON, then end of file); an attached sandbox
+// process gets the read end of its owner's watchdog pipe on watchdogFD.
+const (
+	specFD     = 3
+	watchdogFD = 4
+)
+
+// maxSpecBytes bounds the configuration read from specFD.
+const maxSpecBytes = 4 << 20
 
 // Watchdog pipe protocol: the owner writes detachByte to let the sandbox
 // outlive it; end of file without it means the owner closed its handle or
@@ -120,13 +127,21 @@ func RunProcess(ctx context.Context, dir string) (err error) {
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, vmFile))
+	specPipe := os.NewFile(specFD, "spec")
+	if specPipe == nil {
+		return fmt.Errorf("sandbox process: no configuration pipe on fd %d (it is started by pkg/sandbox)", specFD)
+	}
+	b, err := io.ReadAll(io.LimitReader(specPipe, maxSpecBytes+1))
+	specPipe.Close()
 	if err != nil {
-		return fmt.Errorf("sandbox process: %w", err)
+		return fmt.Errorf("sandbox process: read the configuration: %w", err)
+	}
+	if len(b) > maxSpecBytes {
+		return fmt.Errorf("sandbox process: configuration over %d bytes", maxSpecBytes)
 	}
 	var spec vmSpec
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return fmt.Errorf("sandbox process: %s: %w", vmFile, err)
+		return fmt.Errorf("sandbox process: configuration: %w", err)
 	}
 	exit, err := runVM(ctx, dir, &spec)
 	fmt.Fprintf(os.Stderr, "sandbox process: machine ended: %v (err %v)\n", exit, err)
