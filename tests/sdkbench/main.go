@@ -258,6 +258,6 @@ func runFS(n, mib int) error {
 		sh.write.Round(time.Millisecond), float64(mib)/sh.write.Seconds(), rt.write.Round(time.Millisecond), float64(mib)/rt.write.Seconds(), ratio(sh.write, rt.write))
 	fmt.Printf("sdkbench: fs: read %d MiB: share %v (%.0f MiB/s), root %v (%.0f MiB/s), ratio %.2f\n", mib,
 		sh.read.Round(time.Millisecond), float64(mib)/sh.read.Seconds(), rt.read.Round(time.Millisecond), float64(mib)/rt.read.Seconds(), ratio(sh.read, rt.read))
-	fmt.Println("sdkbench: fs: root is the guest's root file system (an overlay over the image with a tmpfs upper by default)")
+	fmt.Println("sdkbench: fs: root is the guest's root file system: an overlay over the image with the managed ext4 root disk as its upper")
 	return nil
 }
