@@ -31,7 +31,27 @@ const (
 	ModeEnv = "MSB_E2E_MODE"
 	// SlowdownEnv carries the deadline factor to the tests (see Scale).
 	SlowdownEnv = "MSB_E2E_SLOWDOWN"
+	// CPUEnv overrides the L1 CPU model (QEMU's -cpu value) in nested mode.
+	CPUEnv = "MSB_E2E_CPU"
 )
+
+// DefaultCPUModel is the L1 CPU model (QEMU's -cpu value) in nested mode:
+// every feature TCG emulates, SVM with NPT included.
+//
+// Masking features does not make emulated nested SVM reliable. Measured on
+// 2026-11-26 (QEMU 7.2 TCG, L1 Debian 6.1 cloud kernel, three variants run
+// side by side on the same 2 host cores, stress in internal/vmtest/doc.go):
+// TestStopDuringBoot (MSB_E2E_STOP_STRESS=1) froze L1 in 4 of 38 runs with
+// "max", 1 of 11 with "max,-la57" and 4 of 43 with "EPYC-Rome,+svm,+npt"
+// (which lacks la57, pku, vgif, ...), which also froze once in 132
+// TestGuestEndings boots and once in 66 TestSDKLifecycle boots; no variant
+// hit the L1 stack-guard or corrupted-stack panics in those runs (~50-200
+// L2 boots each). EPYC-Rome was the fastest (TestGuestEndings boot 4.2 s
+// against 5.5 s, TestStopDuringBoot 10.8 s against 12.4 s) but not more
+// reliable, so the default stays; $MSB_E2E_CPU or Config.CPUModel selects
+// another model. -accel tcg,thread=single made a 2-vCPU L2 boot stall for
+// minutes: unusable.
+const DefaultCPUModel = "max"
 
 // Slowdown factors per mode. Under TCG an L1 instruction costs tens of host
 // instructions, and an L2 guest runs on top of that.

@@ -48,6 +48,9 @@ type Config struct {
 	QEMU      string // default qemu-system-x86_64
 	MemoryMiB int    // L1 RAM; default 4096
 	CPUs      int    // L1 vCPUs; default 2
+	// CPUModel is QEMU's -cpu value for L1; default $MSB_E2E_CPU, else
+	// DefaultCPUModel.
+	CPUModel string
 }
 
 // ErrNoExitStatus means the L1 VM ended without reporting the test's exit
@@ -190,6 +193,12 @@ func runNested(ctx context.Context, cfg Config, env []string) (int, error) {
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 2
 	}
+	if cfg.CPUModel == "" {
+		cfg.CPUModel = os.Getenv(CPUEnv)
+	}
+	if cfg.CPUModel == "" {
+		cfg.CPUModel = DefaultCPUModel
+	}
 	kernel := filepath.Join(cfg.L1Dir, "vmlinuz")
 	if _, err := os.Stat(kernel); err != nil {
 		return -1, fmt.Errorf("vmtest: L1 kernel missing (%w); run 'make l1'", err)
@@ -214,10 +223,11 @@ func runNested(ctx context.Context, cfg Config, env []string) (int, error) {
 
 	// The L1 machine: q35 under TCG with AMD SVM exposed, one TCG thread
 	// per vCPU, the console on the first serial port (our stdout).
+	// The CPU model is measured, not chosen for safety: see DefaultCPUModel.
 	// -no-reboot turns a panic or reboot into a QEMU exit.
 	cmd := exec.CommandContext(ctx, cfg.QEMU,
 		"-accel", "tcg,thread=multi",
-		"-cpu", "max",
+		"-cpu", cfg.CPUModel,
 		"-M", "q35",
 		"-smp", fmt.Sprint(cfg.CPUs),
 		"-m", fmt.Sprint(cfg.MemoryMiB),

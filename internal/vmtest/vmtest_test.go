@@ -196,3 +196,24 @@ func TestScale(t *testing.T) {
 		t.Errorf("Scale(1s) with a junk slowdown = %v, want 1s", got)
 	}
 }
+
+// TestNestedCPUModelOverride checks that $MSB_E2E_CPU reaches QEMU and that
+// Config.CPUModel wins over it: an unknown model makes QEMU refuse to start,
+// naming it, within a second.
+func TestNestedCPUModelOverride(t *testing.T) {
+	cfg := nestedConfig(t)
+	cfg.Binary, cfg.Timeout = innerBinary(t), time.Minute
+	for _, c := range []struct{ env, field string }{
+		{env: "no-such-cpu-model"},
+		{env: vmtest.DefaultCPUModel, field: "no-such-cpu-model"},
+	} {
+		t.Setenv(vmtest.CPUEnv, c.env)
+		var out bytes.Buffer
+		cfg.CPUModel, cfg.Output = c.field, &out
+		code, err := vmtest.Run(context.Background(), cfg)
+		if err == nil || !strings.Contains(out.String(), "no-such-cpu-model") {
+			t.Errorf("Run with %s=%q, CPUModel %q = %d, %v; want an error and QEMU naming the unknown model\n%s",
+				vmtest.CPUEnv, c.env, c.field, code, err, out.String())
+		}
+	}
+}
