@@ -419,21 +419,27 @@ func volErr(op, rel string, err error) error {
 	return &Error{Kind: kind, Message: fmt.Sprintf("volume %s %s: %v", op, rel, err), Cause: err}
 }
 
-// Read returns a file's content.
-func (f *VolumeFs) Read(ctx context.Context, rel string) ([]byte, error) {
+// in runs fn on the volume's root with rel checked and cleaned.
+func (f *VolumeFs) in(ctx context.Context, rel string, fn func(r *os.Root, p string) error) error {
 	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
+		return wrap(err)
 	}
 	r, p, err := f.open(rel)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer r.Close()
-	b, err := r.ReadFile(p)
-	if err != nil {
-		return nil, volErr("read", rel, err)
-	}
-	return b, nil
+	return fn(r, p)
+}
+
+// Read returns a file's content.
+func (f *VolumeFs) Read(ctx context.Context, rel string) ([]byte, error) {
+	var b []byte
+	err := f.in(ctx, rel, func(r *os.Root, p string) (err error) {
+		b, err = r.ReadFile(p)
+		return volErr("read", rel, err)
+	})
+	return b, err
 }
 
 // ReadString returns a file's content as a string.
@@ -444,15 +450,9 @@ func (f *VolumeFs) ReadString(ctx context.Context, rel string) (string, error) {
 
 // Write creates or truncates a file (mode 0644) and writes data.
 func (f *VolumeFs) Write(ctx context.Context, rel string, data []byte) error {
-	if err := ctx.Err(); err != nil {
-		return wrap(err)
-	}
-	r, p, err := f.open(rel)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return volErr("write", rel, r.WriteFile(p, data, 0o644))
+	return f.in(ctx, rel, func(r *os.Root, p string) error {
+		return volErr("write", rel, r.WriteFile(p, data, 0o644))
+	})
 }
 
 // WriteString is Write of a string.
@@ -462,56 +462,35 @@ func (f *VolumeFs) WriteString(ctx context.Context, rel, data string) error {
 
 // Mkdir creates a directory and its parents (0755).
 func (f *VolumeFs) Mkdir(ctx context.Context, rel string) error {
-	if err := ctx.Err(); err != nil {
-		return wrap(err)
-	}
-	r, p, err := f.open(rel)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return volErr("mkdir", rel, r.MkdirAll(p, 0o755))
+	return f.in(ctx, rel, func(r *os.Root, p string) error {
+		return volErr("mkdir", rel, r.MkdirAll(p, 0o755))
+	})
 }
 
 // Remove removes a file or an empty directory.
 func (f *VolumeFs) Remove(ctx context.Context, rel string) error {
-	if err := ctx.Err(); err != nil {
-		return wrap(err)
-	}
-	r, p, err := f.open(rel)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return volErr("remove", rel, r.Remove(p))
+	return f.in(ctx, rel, func(r *os.Root, p string) error {
+		return volErr("remove", rel, r.Remove(p))
+	})
 }
 
 // RemoveAll removes a path and everything below it.
 func (f *VolumeFs) RemoveAll(ctx context.Context, rel string) error {
-	if err := ctx.Err(); err != nil {
-		return wrap(err)
-	}
-	r, p, err := f.open(rel)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	return volErr("remove", rel, r.RemoveAll(p))
+	return f.in(ctx, rel, func(r *os.Root, p string) error {
+		return volErr("remove", rel, r.RemoveAll(p))
+	})
 }
 
 // Exists reports whether a path exists (symbolic links not followed).
 func (f *VolumeFs) Exists(ctx context.Context, rel string) (bool, error) {
-	if err := ctx.Err(); err != nil {
-		return false, wrap(err)
-	}
-	r, p, err := f.open(rel)
-	if err != nil {
-		return false, err
-	}
-	defer r.Close()
-	_, err = r.Lstat(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return err == nil, volErr("stat", rel, err)
+	exists := false
+	err := f.in(ctx, rel, func(r *os.Root, p string) error {
+		_, err := r.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		exists = err == nil
+		return volErr("stat", rel, err)
+	})
+	return exists, err
 }
