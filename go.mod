@@ -5,11 +5,14 @@ go 1.26.3
 require (
 	github.com/docker/distribution v2.8.3+incompatible
 	github.com/google/go-containerregistry v0.22.1
+	github.com/hugelgupf/p9 v0.3.0
 	github.com/opencontainers/go-digest v1.0.0
 	go.podman.io/image/v5 v5.42.1
 	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12
 )
+
+require github.com/u-root/uio v0.0.0-20230305220412-3e8cd9d6bf63 // indirect
 
 require (
 	cyphar.com/go-pathrs v0.2.5 // indirect
