@@ -44,13 +44,13 @@ func sinkServer(t testing.TB) uint16 {
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
-// TestBulkTransfer sends MSB_NETSTACK_BULK_MIB (default 256) MiB from the
+// TestBulkTransfer sends MSB_NETSTACK_BULK_MIB (default 1024) MiB from the
 // guest through the stack to a host socket and compares SHA-256 sums.
 func TestBulkTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bulk transfer skipped in -short")
 	}
-	mib := 256
+	mib := 1024
 	if v := os.Getenv("MSB_NETSTACK_BULK_MIB"); v != "" {
 		if _, err := fmtSscan(v, &mib); err != nil {
 			t.Fatal(err)
