@@ -27,10 +27,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/microsandbox-go/microsandbox/internal/cpio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/vsock"
+	"github.com/microsandbox-go/microsandbox/tests/benchpeer"
 	"github.com/microsandbox-go/microsandbox/tests/guestproto"
 )
 
@@ -124,7 +124,7 @@ func bench(kernel, init, sysroot string, runs, memMiB int) error {
 	}
 	defer os.RemoveAll(dir)
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := writeInitramfs(initrd, init); err != nil {
+	if err := benchpeer.WriteInitramfs(initrd, init); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -135,7 +135,7 @@ func bench(kernel, init, sysroot string, runs, memMiB int) error {
 	ours := func() *exec.Cmd {
 		return exec.Command(self, "-vm", "-kernel", kernel, "-initrd", initrd, "-mem", fmt.Sprint(memMiB))
 	}
-	qemu, err := qemuCommand(sysroot, kernel, initrd, memMiB)
+	qemu, err := benchpeer.QEMU{Sysroot: sysroot, Kernel: kernel, Initrd: initrd, MemoryMiB: memMiB, Args: guestArgs}.Command()
 	if err != nil {
 		return err
 	}
@@ -170,34 +170,6 @@ func bench(kernel, init, sysroot string, runs, memMiB int) error {
 	fmt.Printf("bench boot-to-first-vsock-connection: ours %v (median of %d; the QEMU peer has no vsock here)\n",
 		median(a, func(s sample) time.Duration { return s.vsock }).Round(time.Millisecond), runs)
 	return nil
-}
-
-// qemuCommand returns a maker of QEMU microvm commands that boot kernel and
-// initrd, running QEMU from sysroot through its own dynamic loader (the
-// harness's L1 has no system libraries).
-func qemuCommand(sysroot, kernel, initrd string, memMiB int) (func() *exec.Cmd, error) {
-	sysroot, _ = filepath.Abs(sysroot)
-	loader := filepath.Join(sysroot, "lib64/ld-linux-x86-64.so.2")
-	bin := filepath.Join(sysroot, "usr/bin/qemu-system-x86_64")
-	for _, p := range []string{loader, bin} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("qemu peer: %w (make bench collects it)", err)
-		}
-	}
-	libs := strings.Join([]string{
-		filepath.Join(sysroot, "lib/x86_64-linux-gnu"),
-		filepath.Join(sysroot, "usr/lib/x86_64-linux-gnu"),
-	}, ":")
-	return func() *exec.Cmd {
-		return exec.Command(loader, "--library-path", libs, bin,
-			"-L", filepath.Join(sysroot, "usr/share/qemu"),
-			"-M", "microvm,x-option-roms=off,rtc=off",
-			"-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", fmt.Sprint(memMiB),
-			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-			"-serial", "stdio", "-monitor", "none",
-			"-kernel", kernel, "-initrd", initrd,
-			"-append", "console=ttyS0 8250.nr_uarts=1 quiet reboot=k panic=-1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd no_timer_check "+guestArgs)
-	}, nil
 }
 
 // measure starts cmd and times its first output line and the guest's ready
@@ -246,26 +218,4 @@ func median(xs []sample, pick func(sample) time.Duration) time.Duration {
 	}
 	slices.Sort(v)
 	return v[len(v)/2]
-}
-
-func writeInitramfs(path, init string) error {
-	bin, err := os.ReadFile(init)
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	a := cpio.NewWriter(f)
-	if err := errors.Join(
-		a.Dir("dev", 0o755),
-		a.CharDevice("dev/console", 0o600, 5, 1),
-		a.File("init", 0o755, bin),
-		a.Close(),
-	); err != nil {
-		return err
-	}
-	return f.Close()
 }

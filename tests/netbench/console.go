@@ -9,15 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/microsandbox-go/microsandbox/internal/cpio"
 )
 
 // Bounds on what is kept of a guest's console: longer lines are skipped
@@ -181,25 +178,3 @@ func (t *tailBuffer) String() string {
 }
 
 var _ io.Writer = (*tailBuffer)(nil)
-
-func writeInitramfs(path, init string) error {
-	bin, err := os.ReadFile(init)
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	a := cpio.NewWriter(f)
-	if err := errors.Join(
-		a.Dir("dev", 0o755),
-		a.CharDevice("dev/console", 0o600, 5, 1),
-		a.File("init", 0o755, bin),
-		a.Close(),
-	); err != nil {
-		return err
-	}
-	return f.Close()
-}

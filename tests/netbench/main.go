@@ -43,6 +43,7 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/vmm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/netdev"
+	"github.com/microsandbox-go/microsandbox/tests/benchpeer"
 )
 
 // Slirp's fixed addresses (QEMU's -netdev user defaults): the guest's
@@ -152,7 +153,7 @@ func bench(c config) error {
 	}
 	defer os.RemoveAll(dir)
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := writeInitramfs(initrd, c.init); err != nil {
+	if err := benchpeer.WriteInitramfs(initrd, c.init); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -172,7 +173,14 @@ func bench(c config) error {
 			"-mem", fmt.Sprint(c.memMiB), "-vm-timeout", c.timeout.String(),
 			"-cmdline", c.guestArgs(ourPrefix, netstack.Gateway4.String(), s.port()))
 	}
-	qemu, err := qemuCommand(c.sysroot, kernel, initrd, c.memMiB, c.guestArgs(slirpGuest, slirpHost, s.port()))
+	// ACPI off: the guest kernel has no ACPI, so QEMU then puts the
+	// virtio-mmio interrupts on the first IOAPIC and describes them in an
+	// MP table and on the command line.
+	qemu, err := benchpeer.QEMU{
+		Sysroot: c.sysroot, Kernel: kernel, Initrd: initrd, MemoryMiB: c.memMiB, Machine: "acpi=off",
+		Devices: []string{"-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0"},
+		Args:    c.guestArgs(slirpGuest, slirpHost, s.port()),
+	}.Command()
 	if err != nil {
 		return err
 	}
@@ -201,38 +209,6 @@ func bench(c config) error {
 	report(fmt.Sprintf("net-tcp-bulk-%dMiB", c.mib), "MiB/s", sample.mibps)
 	report(fmt.Sprintf("net-tcp-connections-%d", c.conns), "conn/s", sample.connps)
 	return nil
-}
-
-// qemuCommand returns a maker of QEMU microvm commands that boot kernel and
-// initrd with a virtio-net device on user networking, running QEMU from
-// sysroot through its own dynamic loader (the harness's L1 has no system
-// libraries). The machine is bootbench's, with ACPI off: the guest kernel
-// has no ACPI, so QEMU then puts the virtio-mmio interrupts on the first
-// IOAPIC and describes them in an MP table and on the command line.
-func qemuCommand(sysroot, kernel, initrd string, memMiB int, args string) (func() *exec.Cmd, error) {
-	sysroot, _ = filepath.Abs(sysroot)
-	loader := filepath.Join(sysroot, "lib64/ld-linux-x86-64.so.2")
-	bin := filepath.Join(sysroot, "usr/bin/qemu-system-x86_64")
-	for _, p := range []string{loader, bin} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("qemu peer: %w (make bench collects it)", err)
-		}
-	}
-	libs := strings.Join([]string{
-		filepath.Join(sysroot, "lib/x86_64-linux-gnu"),
-		filepath.Join(sysroot, "usr/lib/x86_64-linux-gnu"),
-	}, ":")
-	return func() *exec.Cmd {
-		return exec.Command(loader, "--library-path", libs, bin,
-			"-L", filepath.Join(sysroot, "usr/share/qemu"),
-			"-M", "microvm,x-option-roms=off,rtc=off,acpi=off",
-			"-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", fmt.Sprint(memMiB),
-			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-			"-serial", "stdio", "-monitor", "none",
-			"-netdev", "user,id=n0", "-device", "virtio-net-device,netdev=n0",
-			"-kernel", kernel, "-initrd", initrd,
-			"-append", "console=ttyS0 8250.nr_uarts=1 quiet reboot=k panic=-1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd no_timer_check "+args)
-	}, nil
 }
 
 // measure runs cmd to its end (bounded), reads the guest's results from
