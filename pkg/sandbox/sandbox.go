@@ -129,9 +129,11 @@ type Output struct {
 	TimedOut bool
 }
 
-func (sb *Sandbox) hostExec(cfg ExecConfig) (host.ExecConfig, error) {
+// hostExec converts cfg, applying the sandbox's defaults, and returns the
+// agent connection to run it on.
+func (sb *Sandbox) hostExec(cfg ExecConfig) (host.ExecConfig, *host.Client, error) {
 	if len(cfg.Argv) == 0 {
-		return host.ExecConfig{}, fmt.Errorf("%w: exec: empty command", ErrInvalidConfig)
+		return host.ExecConfig{}, nil, fmt.Errorf("%w: exec: empty command", ErrInvalidConfig)
 	}
 	hc := host.ExecConfig{
 		Argv: cfg.Argv, Env: cfg.Env, Dir: cfg.Dir, User: cfg.User, Timeout: cfg.Timeout,
@@ -149,18 +151,15 @@ func (sb *Sandbox) hostExec(cfg ExecConfig) (host.ExecConfig, error) {
 	case cfg.Stdin != nil:
 		hc.Stdin, hc.StdinData = host.StdinBytes, cfg.Stdin
 	}
-	return hc, nil
+	c, err := sb.Agent()
+	return hc, c, err
 }
 
 // Exec runs a command in the sandbox and collects its output. A non-zero
 // exit is a result, not an error; a command that cannot start is an error
 // matching ErrSpawn.
 func (sb *Sandbox) Exec(ctx context.Context, cfg ExecConfig) (*Output, error) {
-	hc, err := sb.hostExec(cfg)
-	if err != nil {
-		return nil, err
-	}
-	c, err := sb.Agent()
+	hc, c, err := sb.hostExec(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +176,7 @@ func (sb *Sandbox) Exec(ctx context.Context, cfg ExecConfig) (*Output, error) {
 // ExecStream starts a command and returns it for streaming: events,
 // stdin, signals, resize. ctx bounds the start only.
 func (sb *Sandbox) ExecStream(ctx context.Context, cfg ExecConfig) (*host.Process, error) {
-	hc, err := sb.hostExec(cfg)
-	if err != nil {
-		return nil, err
-	}
-	c, err := sb.Agent()
+	hc, c, err := sb.hostExec(cfg)
 	if err != nil {
 		return nil, err
 	}
