@@ -66,7 +66,7 @@ e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/ms
 # Under the emulated nested harness everything is 10-50x slower: the share's
 # bulk benchmark moves 256 MiB there (pass SDKBENCH_FLAGS= for 1 GiB).
 SDKBENCH_FLAGS ?= -fs-mib 256
-bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/netbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar
+bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/netbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar build/sharebench
 	$(GO) run ./tests/convbench
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/bootbench -runs 7
@@ -74,6 +74,10 @@ bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/netbench -runs 3
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/msb-agent -file build/msb \
 	  -file build/vsockecho -file build/busybox-oci.tar build/sdkbench $(SDKBENCH_FLAGS)
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/sharebench $(SHAREBENCH_FLAGS)
+
+build/sharebench: FORCE
+	$(STATIC) $(GO) build -o $@ ./tests/sharebench
 
 build/sdkbench: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/sdkbench

@@ -55,6 +55,8 @@ func main() {
 			checkVsockPing()
 		case "net":
 			checkNet()
+		case "share":
+			checkShare()
 		case "vsock":
 			mib, _ := strconv.Atoi(param("msb_vsock_mib"))
 			checkVsock(max(mib, 1))
