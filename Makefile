@@ -74,7 +74,7 @@ bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build
 	  $$(bash internal/vmtest/qemu-sysroot.sh) build/netbench -runs 3
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/msb-agent -file build/msb \
 	  -file build/vsockecho -file build/busybox-oci.tar build/sdkbench $(SDKBENCH_FLAGS)
-	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/sharebench $(SHAREBENCH_FLAGS)
+	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit build/sharebench $(or $(SHAREBENCH_FLAGS),-files 1000 -mib 64)
 
 build/sharebench: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/sharebench
