@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -35,6 +36,13 @@ func mountKernel(t testing.TB, w *world, cfg Config) (mnt string, s *Server) {
 		t.Fatal(err)
 	}
 	mnt = t.TempDir()
+	// The test's file calls on the mount block in the kernel until this
+	// process's server goroutine answers. A stop-the-world (the garbage
+	// collector's) that starts meanwhile cannot preempt the blocked
+	// caller and parks the server: a deadlock seen in CI. No GC while
+	// the mount lives.
+	gc := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(gc) })
 	// default_permissions and allow_other, as virtiofs mounts.
 	opts := "fd=" + strconv.Itoa(dev) + ",rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other"
 	if err := unix.Mount("msbfs", mnt, "fuse", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
