@@ -392,16 +392,7 @@ func gracefulStop(ctx context.Context, vs *vsock.Device, m *vmm.Machine, grace t
 	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
 	dctx, cancel := context.WithTimeout(ctx, grace)
-	conn, err := vs.Dial(dctx, bootcfg.AgentPort)
-	if err == nil {
-		var c *host.Client
-		if c, err = host.Dial(dctx, conn, host.Config{Agent: "msb-sandbox-process"}); err == nil {
-			err = c.Shutdown(dctx, false)
-			c.Close()
-		} else {
-			conn.Close()
-		}
-	}
+	err := withAgent(dctx, vs, func(c *host.Client) error { return c.Shutdown(dctx, false) })
 	cancel()
 	if err != nil {
 		// No agent to ask (still booting, or dead): end the VM now.
@@ -417,6 +408,23 @@ func gracefulStop(ctx context.Context, vs *vsock.Device, m *vmm.Machine, grace t
 	}
 }
 
+// withAgent connects to the guest agent over the VM's own vsock device
+// (the sandbox process needs no socket), runs fn and closes the
+// connection. ctx bounds the connection and the handshake.
+func withAgent(ctx context.Context, vs *vsock.Device, fn func(*host.Client) error) error {
+	conn, err := vs.Dial(ctx, bootcfg.AgentPort)
+	if err != nil {
+		return err
+	}
+	c, err := host.Dial(ctx, conn, host.Config{Agent: "msb-sandbox-process"})
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
 // drain marks the sandbox draining and asks the guest agent to start no more
 // processes and to power off once the running ones ended. ctx ends when
 // the VM ended.
@@ -428,16 +436,7 @@ func drain(ctx context.Context, dir string, vs *vsock.Device) {
 	})
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := vs.Dial(dctx, bootcfg.AgentPort)
-	if err == nil {
-		var c *host.Client
-		if c, err = host.Dial(dctx, conn, host.Config{Agent: "msb-sandbox-process"}); err == nil {
-			err = c.Drain(dctx)
-			c.Close()
-		} else {
-			conn.Close()
-		}
-	}
+	err := withAgent(dctx, vs, func(c *host.Client) error { return c.Drain(dctx) })
 	if err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "sandbox process: drain: %v\n", err)
 	}
