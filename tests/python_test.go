@@ -64,6 +64,7 @@ func TestPythonHello(t *testing.T) {
 		}
 	})
 
+	defer diagnoseIfHung(t, "my-sandbox", time.Duration(vmtest.Slowdown())*4*time.Second)()
 	start = time.Now()
 	out, err := sb.Exec(ctx, "python", []string{"-c", "print('Hello!')"})
 	if err != nil {

@@ -14,18 +14,44 @@
 // with a per-run nonce, and powers off. The harness streams the console live,
 // returns the inner exit status, and kills QEMU when its deadline passes.
 //
+// QEMU 10 (bookworm-backports; .ci/run installs it) runs the harness 3-4x
+// faster than bookworm's 7.2: a sandbox's create → first exec went from
+// 15.8 s to 4.2 s (tests/sdkbench, medians, same machine).
+//
 // The L1 CPU model is QEMU's -cpu value: DefaultCPUModel ("max"), or
-// Config.CPUModel, vmtest -cpu, or $MSB_E2E_CPU. Emulated nested SVM is not
-// fully reliable whatever the model: now and then L1 freezes while an L2 is
-// stopped, or the L1 kernel dies in the task that runs KVM_RUN ("TASK stack
-// guard page was hit" in exc_page_fault, "corrupted stack end detected
-// inside scheduler"); the harness reports both as ErrNoExitStatus. Dropping
-// la57, or taking a named AMD model (EPYC-Rome,+svm,+npt) without la57, pku
-// and vgif, froze as often (see DefaultCPUModel for the numbers). A cheap
-// reproducer of the freeze, about one L1 run in four:
+// Config.CPUModel, vmtest -cpu, or $MSB_E2E_CPU; L1's kvm-amd parameters
+// are DefaultKVMAMDParams, Config.KVMAMDParams or $MSB_E2E_KVM_AMD. Emulated
+// nested SVM is not fully reliable, with QEMU 7.2 and 10.0, L1 kernels 6.1
+// and 6.12, whatever the model: now and then the L1 and L2 states are
+// exchanged across a VMRUN or #VMEXIT. Seen from both sides:
+//
+//   - L1 runs with the L2's GS base: the L1 kernel dies in the task that
+//     runs KVM_RUN ("TASK stack guard page was hit" in exc_page_fault,
+//     CR2 = the L2's per-CPU current_task, first fault reached through
+//     native_irq_return_iret; "corrupted stack end detected inside
+//     scheduler"), reported as ErrNoExitStatus;
+//   - the L2 vCPU carries L1's registers: pkg/vmm's Machine.Inspect of a
+//     sandbox that never answered showed rip 0xffffffffc06ea3a0 (L1's
+//     module area), an rsp that is not canonical under the guest's 4-level
+//     paging (L1 uses 5-level), and a cr3 above the guest's 128 MiB of RAM;
+//     such a guest hangs or triple-faults;
+//   - now and then L1 freezes while an L2 is stopped.
+//
+// Dropping la57, or taking a named AMD model (EPYC-Rome,+svm,+npt) without
+// la57, pku and vgif, failed as often (see DefaultCPUModel), vgif=0 more
+// often (DefaultKVMAMDParams). Cheap reproducers: sdkbench with 11 sandbox
+// boots per L1 (QEMU 10, runs interleaved: defaults on 6.1 passed 6 of 6,
+// vgif=0 failed 3 of 5 on 6.1 and 2 of 5 on 6.12; with defaults the first
+// ad hoc runs of the day still met one L1 panic and two hung guests in
+// about 40 boots), and for the freeze, about one L1 run in four under
+// QEMU 7.2:
 //
 //	vmtest -env MSB_E2E_STOP_STRESS=1 -file build/vmlinux -file build/guestinit \
 //	    build/e2e.test -test.v -test.count=3 -test.run '^(TestStopDuringBoot|TestGuestEndings)$'
+//
+// A sandbox that does not answer within its boot timeout gets a diagnosis
+// in its error (vCPU states and the sandbox process's goroutines, see
+// pkg/sandbox), which tells these harness failures from our own.
 //
 // Tests read the slowdown factor the harness sets (Scale) so that their
 // deadlines stay bounded without flaking under emulation, and skip with a

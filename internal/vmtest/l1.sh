@@ -6,13 +6,22 @@
 # the modules that give it a working /dev/kvm (irqbypass, kvm, kvm-amd).
 # Cached under $XDG_CACHE_HOME/microsandbox-go/l1/<package version>/ and
 # copied to $1 (default build/l1): vmlinuz, modules/*.ko, version.
+#
+# The kernel comes from $L1_SUITE when set and known to apt (for example
+# bookworm-backports, which .ci/run adds, for 6.12), else from the default
+# candidate (bookworm's 6.1); internal/vmtest/doc.go compares them.
 set -euo pipefail
 
 out=${1:-build/l1}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/microsandbox-go
 meta=linux-image-cloud-amd64
+suite=${L1_SUITE:-}
 
-pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+target=()
+if [ -n "$suite" ] && apt-cache policy "$meta" 2>/dev/null | grep -q " $suite/"; then
+	target=(-t "$suite")
+fi
+pkg=$(apt-cache depends "${target[@]}" "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 version=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
 if [ -z "$pkg" ] || [ -z "$version" ] || [ "$version" = "(none)" ]; then
 	echo "l1: apt knows no candidate for $meta; run 'apt-get update' (as root) and retry" >&2
@@ -29,7 +38,12 @@ if [ ! -f "$dest/vmlinuz" ]; then
 	mkdir -p "$dest.tmp/modules"
 	cp "$work"/x/boot/vmlinuz-* "$dest.tmp/vmlinuz"
 	for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
-		cp "$work"/x/lib/modules/*/kernel/$m.ko "$dest.tmp/modules/"
+		src=$(echo "$work"/x/lib/modules/*/kernel/$m.ko)
+		if [ -f "$src" ]; then
+			cp "$src" "$dest.tmp/modules/"
+		else # newer packages compress their modules
+			xz -dc "$src.xz" >"$dest.tmp/modules/$(basename "$m").ko"
+		fi
 	done
 	echo "$pkg=$version" >"$dest.tmp/version"
 	rm -rf "$dest" && mv "$dest.tmp" "$dest"

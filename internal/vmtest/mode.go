@@ -33,7 +33,17 @@ const (
 	SlowdownEnv = "MSB_E2E_SLOWDOWN"
 	// CPUEnv overrides the L1 CPU model (QEMU's -cpu value) in nested mode.
 	CPUEnv = "MSB_E2E_CPU"
+	// KVMAMDEnv overrides L1's kvm-amd module parameters in nested mode.
+	KVMAMDEnv = "MSB_E2E_KVM_AMD"
 )
+
+// DefaultKVMAMDParams are L1's kvm-amd module parameters in nested mode:
+// the module's defaults. Measured on 2026-11-26 (QEMU 10.0 TCG, L1 Debian
+// 6.1 cloud kernel, sdkbench with 11 sandbox boots per L1, runs
+// interleaved): defaults passed 5 of 5 runs, "vgif=0" ended in the L1
+// stack-guard panic in 3 of 5. $MSB_E2E_KVM_AMD or Config.KVMAMDParams
+// selects others.
+const DefaultKVMAMDParams = ""
 
 // DefaultCPUModel is the L1 CPU model (QEMU's -cpu value) in nested mode:
 // every feature TCG emulates, SVM with NPT included.

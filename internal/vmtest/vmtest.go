@@ -51,6 +51,9 @@ type Config struct {
 	// CPUModel is QEMU's -cpu value for L1; default $MSB_E2E_CPU, else
 	// DefaultCPUModel.
 	CPUModel string
+	// KVMAMDParams are L1's kvm-amd module parameters; default
+	// $MSB_E2E_KVM_AMD, else DefaultKVMAMDParams.
+	KVMAMDParams string
 }
 
 // ErrNoExitStatus means the L1 VM ended without reporting the test's exit
@@ -195,6 +198,12 @@ func runNested(ctx context.Context, cfg Config, env []string) (int, error) {
 	}
 	if cfg.CPUModel == "" {
 		cfg.CPUModel = os.Getenv(CPUEnv)
+	}
+	if cfg.KVMAMDParams == "" {
+		cfg.KVMAMDParams = os.Getenv(KVMAMDEnv)
+	}
+	if cfg.KVMAMDParams == "" {
+		cfg.KVMAMDParams = DefaultKVMAMDParams
 	}
 	if cfg.CPUModel == "" {
 		cfg.CPUModel = DefaultCPUModel
@@ -370,10 +379,11 @@ func writeInitramfs(w io.Writer, cfg Config, env []string) error {
 	}
 
 	rc, err := json.Marshal(l1config.Config{
-		Argv:    append([]string{"/" + bin}, cfg.Args...),
-		Env:     append([]string{"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"}, env...),
-		Dir:     runDir,
-		Modules: modules,
+		Argv:         append([]string{"/" + bin}, cfg.Args...),
+		Env:          append([]string{"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"}, env...),
+		Dir:          runDir,
+		Modules:      modules,
+		ModuleParams: map[string]string{"kvm-amd.ko": cfg.KVMAMDParams},
 	})
 	if err != nil {
 		return err

@@ -522,6 +522,7 @@ func (sb *Sandbox) waitReady(ctx context.Context) (*host.Client, error) {
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return nil, ctx.Err()
 			}
+			sb.requestDiagnosis()
 			return nil, fmt.Errorf("%w: agent did not answer within %v (last: %v); console:\n%s", ErrBoot, bt, last, sb.consoleTail())
 		case <-time.After(pollInterval):
 		}

@@ -120,7 +120,8 @@ type Stats struct {
 // owner's watchdog pipe and MaxDuration stop the guest gracefully (agent
 // shutdown, then the VM is ended after the grace period); SIGINT (the hard
 // stop) or ctx end the VM at once; SIGUSR1 drains it (no new processes,
-// power-off once the running ones ended). Every goroutine it starts is joined before it
+// power-off once the running ones ended); SIGUSR2 writes a diagnosis to
+// the runtime log (see diagnose). Every goroutine it starts is joined before it
 // returns.
 func RunProcess(ctx context.Context, dir string) (err error) {
 	dir, err = filepath.Abs(dir)
@@ -245,7 +246,7 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, diagnoseSignal)
 	defer signal.Stop(sigs)
 
 	// stopReq asks for a graceful stop; the stopper goroutine serves it.
@@ -297,6 +298,10 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 			case s := <-sigs:
 				if s == syscall.SIGUSR1 {
 					drainOnce.Do(func() { wg.Go(func() { drain(ctx, dir, vs) }) })
+					continue
+				}
+				if s == diagnoseSignal {
+					diagnose(ctx, os.Stderr, m)
 					continue
 				}
 				if s == syscall.SIGINT {

@@ -49,6 +49,8 @@ type Machine struct {
 	mu    sync.Mutex // guards vcpus (entries are closed, and the slice cleared, at teardown)
 	vcpus []*vcpu
 
+	inspectMu sync.Mutex // one Inspect at a time
+
 	exitOnce sync.Once
 	exit     Exit
 }
@@ -58,6 +60,13 @@ type vcpu struct {
 	cpu *kvm.VCPU
 	tid atomic.Int32 // OS thread running it; 0 until the goroutine starts
 	run *kvm.RunData
+	// inspectReply is where the vCPU's thread sends its state for a
+	// pending Inspect; set and taken under inspectMu.
+	inspectMu    sync.Mutex
+	inspectReply chan VCPUState
+	// serving is the exit reason the thread is serving in this process,
+	// ExitUnknown while it is in the guest or idle.
+	serving atomic.Uint32
 }
 
 // New checks cfg and returns a machine ready to Run. It starts nothing.

@@ -118,6 +118,7 @@ func (m *Machine) runVCPU(v *vcpu, r *resources) error {
 	runtime.LockOSThread()
 	v.tid.Store(int32(unix.Gettid()))
 	for !m.stopping.Load() {
+		m.answerInspect(v)
 		run, err := v.cpu.Run()
 		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 			continue // kicked, or an AP woken by SIPI: the loop condition decides
@@ -125,7 +126,9 @@ func (m *Machine) runVCPU(v *vcpu, r *resources) error {
 		if err != nil {
 			return err
 		}
-		switch reason := run.Reason(); reason {
+		reason := run.Reason()
+		v.serving.Store(uint32(reason))
+		switch reason {
 		case kvm.ExitIO:
 			dir, port, size, data, err := run.IO()
 			if err != nil {
@@ -166,6 +169,7 @@ func (m *Machine) runVCPU(v *vcpu, r *resources) error {
 			m.finish(Exit{Reason: ExitInternalError, VCPU: v.cpu.ID, Regs: regs(v.cpu),
 				Detail: fmt.Sprintf("unhandled exit %v", reason)})
 		}
+		v.serving.Store(uint32(kvm.ExitUnknown))
 	}
 	return nil
 }

@@ -33,11 +33,15 @@ import (
 
 const echoPort = 5000
 
+// memMiB is the memory of the create and exec benchmarks' sandboxes.
+var memMiB *int
+
 func main() {
 	creates := flag.Int("creates", 10, "create → first exec runs")
 	execs := flag.Int("execs", 200, "exec round trips")
 	fsFiles := flag.Int("fs-files", 10000, "files for the share's metadata benchmark (0: skip the file system benchmark)")
 	fsMiB := flag.Int("fs-mib", 1024, "MiB written and read sequentially by the share's bulk benchmark")
+	memMiB = flag.Int("mem", 128, "memory in MiB of the create and exec benchmarks' sandboxes")
 	flag.Parse()
 	if err := run(*creates, *execs); err != nil {
 		fmt.Fprintf(os.Stderr, "sdkbench: %v\n", err)
@@ -79,7 +83,7 @@ func run(creates, execs int) error {
 
 	// Create → first exec, each in a fresh sandbox (the image is converted
 	// by the first create; it is not timed).
-	warm, err := microsandbox.CreateSandbox(ctx, "warm", microsandbox.WithImage(image), microsandbox.WithMemory(128))
+	warm, err := microsandbox.CreateSandbox(ctx, "warm", microsandbox.WithImage(image), microsandbox.WithMemory(uint32(*memMiB)))
 	if err != nil {
 		return err
 	}
@@ -88,7 +92,7 @@ func run(creates, execs int) error {
 	for i := range creates {
 		name := fmt.Sprintf("bench-%d", i)
 		start := time.Now()
-		sb, err := microsandbox.CreateSandbox(ctx, name, microsandbox.WithImage(image), microsandbox.WithMemory(128))
+		sb, err := microsandbox.CreateSandbox(ctx, name, microsandbox.WithImage(image), microsandbox.WithMemory(uint32(*memMiB)))
 		if err != nil {
 			return err
 		}
@@ -101,7 +105,7 @@ func run(creates, execs int) error {
 		}
 	}
 
-	sb, err := microsandbox.CreateSandbox(ctx, "rtt", microsandbox.WithImage(image), microsandbox.WithMemory(128))
+	sb, err := microsandbox.CreateSandbox(ctx, "rtt", microsandbox.WithImage(image), microsandbox.WithMemory(uint32(*memMiB)))
 	if err != nil {
 		return err
 	}

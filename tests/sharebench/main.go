@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ import (
 )
 
 var phases = []string{"create", "stat", "write", "read"}
+
+// stallAfter is how long the guest may print nothing before the host
+// dumps its goroutines: a stalled run then says which side waits.
+var stallAfter = flag.Duration("stall-dump", 2*time.Minute, "dump the host's goroutines once the guest console is silent this long (0: never)")
 
 func main() {
 	var (
@@ -117,8 +122,10 @@ func bench(kernel, init string, files, mib, memMiB int, timeout time.Duration) e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	stopWatch := g.watch(*stallAfter, m)
 	start := time.Now()
 	exit, err := m.Run(ctx)
+	stopWatch()
 	g.flush()
 	fmt.Printf("vm: %v after %v\n", exit, time.Since(start).Round(time.Millisecond))
 	if err != nil {
@@ -192,6 +199,45 @@ type guest struct {
 	line   []byte
 	values map[string]string
 	tail   []string // the last console lines, for a failure report
+	last   time.Time
+}
+
+// watch prints the vCPUs' states and every goroutine's stack once when the console has been
+// silent for d, until the returned stop is called.
+func (g *guest) watch(d time.Duration, m *vmm.Machine) (stop func()) {
+	if d <= 0 {
+		return func() {}
+	}
+	g.mu.Lock()
+	g.last = time.Now()
+	g.mu.Unlock()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			g.mu.Lock()
+			silent := time.Since(g.last)
+			g.mu.Unlock()
+			if silent >= d {
+				fmt.Printf("sharebench: guest silent for %v\n", silent.Round(time.Second))
+				for _, st := range m.Inspect(context.Background()) {
+					fmt.Printf("sharebench: %v\n", st)
+				}
+				fmt.Println("sharebench: host goroutines:")
+				pprof.Lookup("goroutine").WriteTo(os.Stdout, 2)
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func (g *guest) tailText() string {
@@ -219,6 +265,7 @@ func (g *guest) Write(p []byte) (int, error) {
 func (g *guest) lineLocked() {
 	l := strings.TrimRight(string(g.line), "\r")
 	g.line = g.line[:0]
+	g.last = time.Now()
 	if strings.TrimSpace(l) != "" {
 		if len(g.tail) == 40 {
 			g.tail = g.tail[1:]

@@ -29,6 +29,9 @@ type Config struct {
 	Env     []string `json:"env"`
 	Dir     string   `json:"dir"`
 	Modules []string `json:"modules"` // loaded in order before the run
+	// ModuleParams are the parameters of a module, by file base name
+	// ("kvm-amd.ko": "vgif=0").
+	ModuleParams map[string]string `json:"module_params,omitempty"`
 }
 
 // Load reads and checks a Config.

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,10 +47,11 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "l1init: %v\n", err)
 		return l1config.SetupFailed
 	}
-	if err := loadModules(cfg.Modules); err != nil {
+	if err := loadModules(cfg.Modules, cfg.ModuleParams); err != nil {
 		fmt.Fprintf(os.Stderr, "l1init: %v\n", err)
 		return l1config.SetupFailed
 	}
+	reportKVMAMD()
 	tuneMemory()
 	if err := linkUp("lo"); err != nil {
 		fmt.Fprintf(os.Stderr, "l1init: %v\n", err)
@@ -99,6 +102,18 @@ func alive(done <-chan struct{}) {
 	}
 }
 
+// reportKVMAMD prints the kvm-amd parameters that shape emulated nested
+// SVM, so that a run's log says what its L1 ran with.
+func reportKVMAMD() {
+	var parts []string
+	for _, name := range []string{"nested", "npt", "vgif", "vls", "avic", "lbrv", "nrips"} {
+		if b, err := os.ReadFile("/sys/module/kvm_amd/parameters/" + name); err == nil {
+			parts = append(parts, name+"="+strings.TrimSpace(string(b)))
+		}
+	}
+	fmt.Printf("l1init: kvm_amd %s\n", strings.Join(parts, " "))
+}
+
 // tuneMemory keeps L1's memory management from moving the pages that back
 // guest RAM: with transparent huge pages, khugepaged and compaction migrate
 // them after a few VMs have come and gone, and under QEMU's emulated nested
@@ -135,13 +150,13 @@ func setup() error {
 	return nil
 }
 
-func loadModules(paths []string) error {
+func loadModules(paths []string, params map[string]string) error {
 	for _, p := range paths {
 		f, err := os.Open(p)
 		if err != nil {
 			return err
 		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
+		err = unix.FinitModule(int(f.Fd()), params[filepath.Base(p)], 0)
 		f.Close()
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("load module %s: %w", p, err)

@@ -39,6 +39,7 @@ var (
 	ioctlSetFPU              = ioc(iocWrite, 0x8d, sizeofFPU)
 	ioctlGetLAPIC            = ioc(iocRead, 0x8e, LAPICSize)
 	ioctlSetLAPIC            = ioc(iocWrite, 0x8f, LAPICSize)
+	ioctlGetMPState          = ioc(iocRead, 0x98, 4)
 	ioctlSetCPUID2           = ioc(iocWrite, 0x90, sizeofCPUIDHeader)
 )
 
