@@ -52,9 +52,9 @@ unit: l1 build/l1init
 	MSB_VMTEST_REQUIRE=1 $(GO) test -count=1 ./...
 
 e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/msb build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs build/busybox-oci.tar \
-  build/python-oci.tar
+  build/python-oci.tar build/data.qcow2
 	build/vmtest -per-test -retries 1 -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
-	  -file build/msb-agent -file build/msb -file build/test-root.erofs -file build/test-upper.ext4 \
+	  -file build/msb-agent -file build/msb -file build/test-root.erofs -file build/test-upper.ext4 -file build/data.qcow2 \
 	  -file build/busybox-rootfs.erofs -file build/busybox-oci.tar -file build/python-oci.tar \
 	  build/e2e.test -test.v -test.count=1
 
@@ -140,6 +140,13 @@ build/python-oci.tar: FORCE
 # An empty ext4 disk for the agent's disk-backed root upper (e2fsprogs).
 build/test-upper.ext4:
 	rm -f $@.tmp && truncate -s 16M $@.tmp && mkfs.ext4 -q -F -L msb-upper $@.tmp && mv $@.tmp $@
+
+# A compressed qcow2 image holding an ext4 file system with /hello, made as
+# users make theirs (e2fsprogs, qemu-img), for TestVolumes' qcow2 disk.
+build/data.qcow2: Makefile
+	rm -rf $@.d $@.raw && mkdir -p $@.d && printf 'from a qcow2 image\n' >$@.d/hello
+	truncate -s 32M $@.raw && mkfs.ext4 -q -F -L qdata -d $@.d $@.raw
+	qemu-img convert -c -f raw -O qcow2 $@.raw $@.tmp && mv $@.tmp $@ && rm -rf $@.d $@.raw
 
 build/e2e.test: FORCE
 	$(STATIC) $(GO) test -c -tags e2e -o $@ ./tests

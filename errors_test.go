@@ -92,3 +92,10 @@ func TestExecOutputRawBytes(t *testing.T) {
 		t.Errorf("ExecOutput accessors: %q %d %v", o.Stdout(), o.ExitCode(), o.Success())
 	}
 }
+
+func TestNilExecOutput(t *testing.T) {
+	var o *ExecOutput // what a failed Exec returns
+	if o.Stdout() != "" || o.Stderr() != "" || o.StdoutBytes() != nil || o.StderrBytes() != nil || o.ExitCode() != -1 || o.Success() {
+		t.Errorf("nil ExecOutput accessors: %q %q %d %v", o.Stdout(), o.Stderr(), o.ExitCode(), o.Success())
+	}
+}

@@ -367,7 +367,9 @@ func touch(name string) (*SandboxTouchResult, error) {
 	return &SandboxTouchResult{Name: name, ActivitySeq: seq}, nil
 }
 
-// ExecOutput is a finished command's output.
+// ExecOutput is a finished command's output. The methods of a nil
+// *ExecOutput (what a failed Exec returns) report empty output and exit
+// code -1, so that logging a failure's output cannot panic.
 type ExecOutput struct {
 	stdout, stderr []byte
 	code           int
@@ -375,22 +377,37 @@ type ExecOutput struct {
 
 // Stdout returns standard output as a string holding the raw bytes
 // (invalid UTF-8 is kept, unlike upstream's "").
-func (o *ExecOutput) Stdout() string { return string(o.stdout) }
+func (o *ExecOutput) Stdout() string { return string(o.StdoutBytes()) }
 
 // StdoutBytes returns standard output.
-func (o *ExecOutput) StdoutBytes() []byte { return o.stdout }
+func (o *ExecOutput) StdoutBytes() []byte {
+	if o == nil {
+		return nil
+	}
+	return o.stdout
+}
 
 // Stderr returns standard error as a string holding the raw bytes.
-func (o *ExecOutput) Stderr() string { return string(o.stderr) }
+func (o *ExecOutput) Stderr() string { return string(o.StderrBytes()) }
 
 // StderrBytes returns standard error.
-func (o *ExecOutput) StderrBytes() []byte { return o.stderr }
+func (o *ExecOutput) StderrBytes() []byte {
+	if o == nil {
+		return nil
+	}
+	return o.stderr
+}
 
 // ExitCode returns the exit code, or -1 when a signal ended the process.
-func (o *ExecOutput) ExitCode() int { return o.code }
+func (o *ExecOutput) ExitCode() int {
+	if o == nil {
+		return -1
+	}
+	return o.code
+}
 
 // Success reports a zero exit code.
-func (o *ExecOutput) Success() bool { return o.code == 0 }
+func (o *ExecOutput) Success() bool { return o.ExitCode() == 0 }
 
 // SandboxStopResult is how a sandbox ended.
 type SandboxStopResult struct {

@@ -63,7 +63,9 @@ type TmpfsOptions struct {
 
 // DiskOptions configures a disk image mount.
 type DiskOptions struct {
-	// Format is "raw" (when ""); qcow2 and vmdk are not supported.
+	// Format is "raw" or "qcow2"; empty means the file name decides
+	// (.qcow2), else raw. vmdk is not supported. A qcow2 image must stand
+	// alone: no backing file, encryption or external data file.
 	Format string
 	// Fstype is the image's file system: "ext4" (when ""), "erofs" or
 	// "squashfs".
@@ -111,7 +113,7 @@ func (mountFactory) Tmpfs(o TmpfsOptions) MountConfig {
 	return MountConfig{kind: MountKindTmpfs, tmpfs: o}
 }
 
-// Disk attaches the raw disk image at hostPath as a block device and
+// Disk attaches the disk image (raw or qcow2) at hostPath as a block device and
 // mounts its file system (relative paths are resolved at CreateSandbox).
 // Read-only is enforced by the host's block device.
 func (mountFactory) Disk(hostPath string, o DiskOptions) MountConfig {
@@ -180,13 +182,11 @@ func sandboxMounts(vols map[string]MountConfig) ([]sandbox.Mount, error) {
 			out = append(out, sandbox.Mount{Guest: p, Kind: sandbox.MountTmpfs, ReadOnly: t.Readonly, SizeMiB: t.SizeMiB, Options: flags(t.Noexec, t.Nosuid, t.Nodev)})
 		case MountKindDisk:
 			d := m.disk
-			if d.Format != "" && d.Format != "raw" {
-				errs = append(errs, fmt.Errorf("disk mount at %s: format %q is not supported (raw only)", p, d.Format))
+			sm := sandbox.Mount{Guest: p, Kind: sandbox.MountDisk, Source: m.source, Format: strings.ToLower(d.Format), FSType: d.Fstype, ReadOnly: d.Readonly, Options: flags(d.Noexec, d.Nosuid, d.Nodev)}
+			if _, err := sandbox.DiskFormat(sm); err != nil {
+				errs = append(errs, err)
 			}
-			if strings.HasSuffix(m.source, ".qcow2") || strings.HasSuffix(m.source, ".vmdk") {
-				errs = append(errs, fmt.Errorf("disk mount at %s: %s looks like a qcow2 or vmdk image; only raw images are supported", p, m.source))
-			}
-			out = append(out, sandbox.Mount{Guest: p, Kind: sandbox.MountDisk, Source: m.source, FSType: d.Fstype, ReadOnly: d.Readonly, Options: flags(d.Noexec, d.Nosuid, d.Nodev)})
+			out = append(out, sm)
 		default:
 			errs = append(errs, fmt.Errorf("mount at %s: kind %d is not supported", p, m.kind))
 		}

@@ -98,8 +98,9 @@ func TestMountsConvert(t *testing.T) {
 	for _, bad := range []map[string]MountConfig{
 		{"/a:b": Mount.Tmpfs(TmpfsOptions{})},
 		{"/a": Mount.Bind("x", MountOptions{HostPermissions: "mirror"})},
-		{"/a": Mount.Disk("x.qcow2", DiskOptions{})},
+		{"/a": Mount.Disk("x.vmdk", DiskOptions{})},
 		{"/a": Mount.Disk("x.img", DiskOptions{Format: "vmdk"})},
+		{"/a": Mount.Disk("x.qcow2", DiskOptions{Format: "vhdx"})},
 		{"/a": {kind: 9}},
 	} {
 		if _, err := sandboxMounts(bad); !IsKind(err, ErrInvalidConfig) {

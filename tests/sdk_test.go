@@ -44,6 +44,11 @@ func createSandbox(ctx context.Context, t *testing.T, name, image string, opts .
 	}
 	t.Logf("created %s in %v", name, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() { sb.Stop(context.Background()) })
+	if deadline, ok := ctx.Deadline(); ok {
+		// A sandbox the test still uses shortly before its deadline is
+		// probably hung: say whether in the guest or in the host.
+		diagnoseIfHung(t, name, time.Until(deadline)-20*time.Second)
+	}
 	return sb
 }
 

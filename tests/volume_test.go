@@ -42,8 +42,15 @@ func TestVolumes(t *testing.T) {
 	if err := ext4fmt.FormatFile(img, 64<<20, ext4fmt.Options{Label: "data"}); err != nil {
 		t.Fatal(err)
 	}
+	// A qcow2 image made by qemu-img (compressed clusters: the first
+	// write into each is copied out), used read-write, then read-only.
+	qimg := filepath.Join(t.TempDir(), "data.qcow2")
+	if b, err := os.ReadFile(requireFile(t, "data.qcow2")); err != nil || os.WriteFile(qimg, b, 0o644) != nil {
+		t.Fatalf("copy data.qcow2: %v", err)
+	}
 	mounts := microsandbox.WithMounts(map[string]microsandbox.MountConfig{
 		"/disk":    microsandbox.Mount.Disk(img, microsandbox.DiskOptions{}),
+		"/q":       microsandbox.Mount.Disk(qimg, microsandbox.DiskOptions{}),
 		"/app/src": microsandbox.Mount.Bind(src, microsandbox.MountOptions{Readonly: true}),
 		"/rw":      microsandbox.Mount.Bind(rw, microsandbox.MountOptions{}),
 		"/data":    microsandbox.Mount.Named("shared", microsandbox.MountOptions{}),
@@ -85,6 +92,10 @@ func TestVolumes(t *testing.T) {
 	}
 	mustExec(ctx, t, a, "sh", "-c", "echo persisted > /data/note")
 	mustExec(ctx, t, a, "sh", "-c", "echo on-disk > /disk/file")
+	if got := mustExec(ctx, t, a, "cat", "/q/hello"); got != "from a qcow2 image\n" {
+		t.Errorf("read from the qcow2 disk = %q", got)
+	}
+	mustExec(ctx, t, a, "sh", "-c", "cd /q && head -c 3000000 /dev/urandom > blob && md5sum blob > blob.md5 && echo qwrite > new")
 	// Quota: 8 MiB.
 	out, err = a.Shell(ctx, "dd if=/dev/zero of=/data/big bs=1048576 count=16 2>&1")
 	if err != nil {
@@ -115,7 +126,11 @@ func TestVolumes(t *testing.T) {
 	b := createSandbox(ctx, t, "vol-b", image, microsandbox.WithMounts(map[string]microsandbox.MountConfig{
 		"/data": microsandbox.Mount.Named("shared", microsandbox.MountOptions{Readonly: true}),
 		"/disk": microsandbox.Mount.Disk(img, microsandbox.DiskOptions{Readonly: true}),
+		"/q":    microsandbox.Mount.Disk(qimg, microsandbox.DiskOptions{Format: "qcow2", Readonly: true}),
 	}))
+	if got := mustExec(ctx, t, b, "sh", "-c", "cat /q/new && cd /q && md5sum -c blob.md5"); got != "qwrite\nblob: OK\n" {
+		t.Errorf("the qcow2 disk in the next sandbox: %q", got)
+	}
 	if got := mustExec(ctx, t, b, "cat", "/data/note"); got != "persisted\n" {
 		t.Errorf("the next sandbox reads %q", got)
 	}

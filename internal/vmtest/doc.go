@@ -14,9 +14,10 @@
 // with a per-run nonce, and powers off. The harness streams the console live,
 // returns the inner exit status, and kills QEMU when its deadline passes.
 //
-// QEMU 10 (bookworm-backports; .ci/run installs it) runs the harness 3-4x
-// faster than bookworm's 7.2: a sandbox's create → first exec went from
-// 15.8 s to 4.2 s (tests/sdkbench, medians, same machine).
+// QEMU is bookworm's 7.2; 10.0 from bookworm-backports (vmtest -qemu, or
+// first on PATH) runs the harness as fast (sdkbench create → first exec,
+// medians of 5, runs alternated on a quiet machine: 4.05 and 4.11 s with
+// 7.2, 4.50 and 4.35 s with 10.0) and fails the same ways.
 //
 // The L1 CPU model is QEMU's -cpu value: DefaultCPUModel ("max"), or
 // Config.CPUModel, vmtest -cpu, or $MSB_E2E_CPU; L1's kvm-amd parameters

@@ -10,9 +10,15 @@ qemu=$(command -v qemu-system-x86_64)
 {
 	echo "$qemu"
 	ldd "$qemu" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
-	for f in bios-microvm.bin qboot.rom pvh.bin linuxboot_dma.bin; do
-		[ -e "/usr/share/qemu/$f" ] && echo "/usr/share/qemu/$f"
-	done
 } | sort -u | while read -r f; do
 	printf -- '-file %s:qemu-sysroot%s ' "$f" "$f"
+done
+# Firmware goes where the peer's -L points (tests/benchpeer boots qboot).
+for f in qboot.rom pvh.bin linuxboot_dma.bin; do
+	for d in /usr/share/qemu /usr/share/seabios; do
+		if [ -e "$d/$f" ]; then
+			printf -- '-file %s:qemu-sysroot/usr/share/qemu/%s ' "$(readlink -f "$d/$f")" "$f"
+			break
+		fi
+	done
 done

@@ -10,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/microsandbox-go/microsandbox/pkg/diskimage/qcow2"
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent/bootcfg"
+	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/blk"
 )
 
 // Error classes of volumes.
@@ -45,6 +48,35 @@ var diskFSTypes = map[string]bool{"ext4": true, "erofs": true, "squashfs": true}
 type disk struct {
 	Path     string `json:"path"`
 	ReadOnly bool   `json:"read_only,omitempty"`
+	// Format is DiskRaw or DiskQCOW2.
+	Format string `json:"format,omitempty"`
+}
+
+// Disk image formats of disk mounts.
+const (
+	DiskRaw   = "raw"
+	DiskQCOW2 = "qcow2"
+)
+
+// diskFormat returns the format of a disk mount: Format, or when empty the
+// one its file name says (.qcow2; vmdk is refused; anything else is raw).
+func DiskFormat(m Mount) (string, error) {
+	f := m.Format
+	if f == "" {
+		switch strings.ToLower(filepath.Ext(m.Source)) {
+		case ".qcow2":
+			f = DiskQCOW2
+		case ".vmdk":
+			f = "vmdk"
+		default:
+			f = DiskRaw
+		}
+	}
+	switch f {
+	case DiskRaw, DiskQCOW2:
+		return f, nil
+	}
+	return "", fmt.Errorf("disk mount at %s: format %q is not supported (raw or qcow2; convert with qemu-img convert -O qcow2)", m.Guest, f)
 }
 
 // Mount is a file system mounted in the guest at Guest.
@@ -70,6 +102,9 @@ type Mount struct {
 	// FSType is a disk mount's file system: "ext4" (when ""), "erofs" or
 	// "squashfs".
 	FSType string `json:"fstype,omitempty"`
+	// Format is a disk mount's image format: DiskRaw or DiskQCOW2; empty
+	// means the file name's extension decides (.qcow2), else raw.
+	Format string `json:"format,omitempty"`
 	// Create says what a named mount does about its volume: "existing"
 	// (when "": it must exist), "create" (it must not; it is made) or
 	// "ensure-exists" (made when missing).
@@ -121,6 +156,9 @@ func validateMounts(ms []Mount) []error {
 			}
 			if m.FSType != "" && !diskFSTypes[m.FSType] {
 				bad("disk mount at %s: file system %q: want ext4, erofs or squashfs", m.Guest, m.FSType)
+			}
+			if _, err := DiskFormat(m); err != nil {
+				errs = append(errs, err)
 			}
 		default:
 			bad("mount at %s: kind %q: want bind, named, tmpfs or disk", m.Guest, m.Kind)
@@ -281,8 +319,21 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %w", ErrInvalidConfig, m.Guest, err)
 			}
+			format, err := DiskFormat(m)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+			}
 			if !fi.Mode().IsRegular() || fi.Size() == 0 {
-				return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %s is not a non-empty raw image file", ErrInvalidConfig, m.Guest, path)
+				return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %s is not a non-empty %s image file", ErrInvalidConfig, m.Guest, path, format)
+			}
+			if format == DiskQCOW2 {
+				// Checked now, so that a bad image fails the create
+				// with its reason instead of the sandbox process.
+				d, err := openDisk(disk{Path: path, ReadOnly: true, Format: format}, "check")
+				if err != nil {
+					return nil, nil, nil, fmt.Errorf("%w: disk mount at %s: %w", ErrInvalidConfig, m.Guest, err)
+				}
+				d.Close()
 			}
 			n := firstDisk + len(disks)
 			if n >= 26 {
@@ -292,7 +343,7 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 			if fstype == "" {
 				fstype = "ext4"
 			}
-			disks = append(disks, disk{Path: path, ReadOnly: m.ReadOnly})
+			disks = append(disks, disk{Path: path, ReadOnly: m.ReadOnly, Format: format})
 			guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: fstype, ReadOnly: m.ReadOnly, Options: opts})
 			continue
 		case MountTmpfs:
@@ -346,4 +397,31 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 		guest = append(guest, bootcfg.Mount{Source: sh.Tag, Target: m.Guest, FSType: "virtiofs", ReadOnly: m.ReadOnly, Options: opts})
 	}
 	return shares, disks, guest, nil
+}
+
+// openDisk opens the image of d as a block device named id: a raw file
+// as it is, a qcow2 image through package qcow2.
+func openDisk(d disk, id string) (*blk.Device, error) {
+	if d.Format != DiskQCOW2 {
+		return blk.New(blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, ID: id})
+	}
+	flag := os.O_RDWR
+	if d.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(d.Path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	img, err := qcow2.Open(f, d.ReadOnly)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", d.Path, err)
+	}
+	dev, err := blk.New(blk.Config{Backend: img, ReadOnly: d.ReadOnly, ID: id})
+	if err != nil {
+		img.Close()
+		return nil, err
+	}
+	return dev, nil
 }

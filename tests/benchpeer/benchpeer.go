@@ -53,8 +53,12 @@ func (q QEMU) Command() (func() *exec.Cmd, error) {
 		machine += "," + q.Machine
 	}
 	return func() *exec.Cmd {
+		// qboot, the minimal firmware that loads the kernel itself: QEMU
+		// 10's default for microvm is SeaBIOS, which cannot boot -kernel
+		// without the option ROMs x-option-roms=off leaves out.
 		args := []string{"--library-path", libs, bin,
 			"-L", filepath.Join(sysroot, "usr/share/qemu"),
+			"-bios", "qboot.rom",
 			"-M", machine,
 			"-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", fmt.Sprint(q.MemoryMiB),
 			"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",

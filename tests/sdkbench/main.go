@@ -225,6 +225,13 @@ func runFS(n, mib int) error {
 		start := time.Now()
 		out, err := sb.Shell(ctx, script)
 		if err != nil {
+			// Say why the sandbox failed: the ends of its console and
+			// of its process's log.
+			dir := filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", "fsbench")
+			for _, name := range []string{"console.log", "runtime.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, name))
+				fmt.Fprintf(os.Stderr, "sdkbench: %s of fsbench (end):\n%s\n", name, b[max(0, len(b)-3000):])
+			}
 			return 0, err
 		}
 		if !out.Success() {

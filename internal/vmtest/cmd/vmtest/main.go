@@ -63,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.Init, "init", "build/l1init", "static l1init binary (nested)")
 	flag.IntVar(&cfg.MemoryMiB, "mem", 4096, "L1 memory in MiB (nested)")
 	flag.IntVar(&cfg.CPUs, "cpus", 2, "L1 vCPUs (nested)")
+	flag.StringVar(&cfg.QEMU, "qemu", "", "QEMU binary for L1 (nested; default qemu-system-x86_64 on PATH)")
 	flag.StringVar(&cfg.CPUModel, "cpu", "", "L1 CPU model, QEMU's -cpu value (nested; default: $"+vmtest.CPUEnv+", else "+vmtest.DefaultCPUModel+")")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: vmtest [flags] BINARY [ARGS...]\n")

@@ -5,7 +5,7 @@ package blk
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
+	"math"
 	"os"
 	"sync"
 
@@ -65,34 +65,40 @@ const (
 
 // Config configures a block device.
 type Config struct {
-	// Path is the raw disk image to open. Exactly one of Path and File
-	// must be set.
+	// Path is the raw disk image to open. Exactly one of Path, File and
+	// Backend must be set.
 	Path string
 	// File is an open raw disk image (a regular file or a block device).
 	// On success the device owns it and Close closes it; when New fails
 	// the caller still owns it.
 	File *os.File
+	// Backend is an open disk in another form, such as a qcow2 image
+	// (package qcow2's Image). On success the device owns it and Close
+	// closes it; when New fails the caller still owns it.
+	Backend Backend
 	// ReadOnly makes the disk read-only: Path is opened O_RDONLY, the
 	// device offers VIRTIO_BLK_F_RO and refuses every write. False means
-	// read-write.
+	// read-write. A Backend should then be opened read-only too; the
+	// device never writes or syncs it either way.
 	ReadOnly bool
 	// ID is the serial returned by GET_ID, at most IDBytes bytes. Empty
 	// means a device ID of all NUL bytes.
 	ID string
 }
 
-// Device is a virtio block device (virtio 1.2 §5.2) over a raw image. Its
-// capacity is the image size at New, rounded down to whole sectors; bytes
-// past the last whole sector are never read or written.
+// Device is a virtio block device (virtio 1.2 §5.2) over a Backend, by
+// default a raw image. Its capacity is the disk size at New, rounded down
+// to whole sectors; bytes past the last whole sector are never read or
+// written.
 type Device struct {
 	m        Metrics
 	readOnly bool
-	capacity uint64 // in sectors; capacity*SectorSize <= the image size
+	capacity uint64 // in sectors; capacity*SectorSize <= the disk size
 	id       [IDBytes]byte
 	config   [configSize]byte
 
 	mu     sync.Mutex       // guards the fields below; held while serving requests
-	file   *os.File         // the image; closed once closed is set
+	disk   Backend          // the disk; closed once closed is set
 	closed bool             // Close was called
 	queue  *virtio.Queue    // request queue; nil before Activate and after Reset
 	irq    virtio.Interrupt // nil before Activate and after Reset
@@ -100,46 +106,65 @@ type Device struct {
 
 var _ virtio.Device = (*Device)(nil)
 
-// New opens the image of cfg and returns a block device in its reset state.
+// New opens the disk of cfg and returns a block device in its reset state.
 func New(cfg Config) (*Device, error) {
 	if len(cfg.ID) > IDBytes {
 		return nil, fmt.Errorf("%w: id %q longer than %d bytes", ErrConfig, cfg.ID, IDBytes)
 	}
-	f := cfg.File
-	switch {
-	case f != nil && cfg.Path != "":
-		return nil, fmt.Errorf("%w: both path and file set", ErrConfig)
-	case f == nil && cfg.Path == "":
-		return nil, fmt.Errorf("%w: no path or file", ErrConfig)
-	case f == nil:
-		flag := os.O_RDWR
-		if cfg.ReadOnly {
-			flag = os.O_RDONLY
-		}
-		var err error
-		if f, err = os.OpenFile(cfg.Path, flag, 0); err != nil {
-			return nil, fmt.Errorf("blk: open %s: %w", cfg.Path, err)
-		}
-	}
-	// Seek rather than Stat: a block device reports size 0 in Stat. The
-	// offset does not matter afterwards, every access is positioned.
-	size, err := f.Seek(0, io.SeekEnd)
+	disk, err := openDisk(cfg)
 	if err != nil {
-		if cfg.File == nil {
-			f.Close()
+		return nil, err
+	}
+	// span relies on every offset inside the capacity fitting an int64.
+	if disk.Size() > math.MaxInt64 {
+		if cfg.Path != "" {
+			disk.Close()
 		}
-		return nil, fmt.Errorf("blk: size of %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("%w: disk of %d bytes exceeds the largest file offset", ErrConfig, disk.Size())
 	}
 	d := &Device{
 		readOnly: cfg.ReadOnly,
-		capacity: uint64(size) / SectorSize,
-		file:     f,
+		capacity: disk.Size() / SectorSize,
+		disk:     disk,
 	}
 	copy(d.id[:], cfg.ID)
 	binary.LittleEndian.PutUint64(d.config[cfgCapacity:], d.capacity)
 	binary.LittleEndian.PutUint32(d.config[cfgSegMax:], SegMax)
 	binary.LittleEndian.PutUint32(d.config[cfgBlkSize:], BlockSize)
 	return d, nil
+}
+
+// openDisk returns the disk of cfg, which must name exactly one.
+func openDisk(cfg Config) (Backend, error) {
+	set := 0
+	for _, ok := range []bool{cfg.Path != "", cfg.File != nil, cfg.Backend != nil} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("%w: %d of path, file and backend set, want exactly one", ErrConfig, set)
+	}
+	switch {
+	case cfg.Backend != nil:
+		return cfg.Backend, nil
+	case cfg.File != nil:
+		return newRawFile(cfg.File)
+	}
+	flag := os.O_RDWR
+	if cfg.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(cfg.Path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("blk: open %s: %w", cfg.Path, err)
+	}
+	r, err := newRawFile(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // Metrics returns the device's counters.
@@ -203,9 +228,9 @@ func (d *Device) Reset() {
 	d.queue, d.irq = nil, nil
 }
 
-// Close stops the device and closes the image. It waits for a request being
+// Close stops the device and closes the disk. It waits for a request being
 // served to finish, is idempotent and safe from any goroutine; only the
-// first call returns the error from closing the file.
+// first call returns the error from closing the disk.
 func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -214,7 +239,7 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.queue, d.irq = nil, nil
-	if err := d.file.Close(); err != nil {
+	if err := d.disk.Close(); err != nil {
 		return fmt.Errorf("blk: close: %w", err)
 	}
 	return nil

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package blk provides a virtio block device backed by a raw disk image on
-// the host (a regular file or a block device).
+// Package blk provides a virtio block device backed by a disk on the host:
+// a raw image (a regular file or a block device), or any [Backend], such
+// as a qcow2 image served by package qcow2 (pkg/diskimage/qcow2).
 //
 // Specification: virtio 1.2 §5.2 (block device): device ID 2, one request
 // queue, the configuration space of §5.2.4 (capacity, seg_max, blk_size),
@@ -19,10 +20,11 @@
 // without a writable status byte is dropped; a short header, a data length
 // that is not a whole number of sectors, a range past the capacity (checked
 // without overflow) or a write to a read-only disk is answered
-// VIRTIO_BLK_S_IOERR without touching the image. The image is only read
-// and written with positioned I/O (pread/pwrite) inside
-// [0, Capacity()*512), so it never grows and is never written when
-// read-only. Every fault is counted in [Metrics]; a broken queue sets
+// VIRTIO_BLK_S_IOERR without touching the image. The disk is only read
+// and written at offsets inside [0, Capacity()*512), with positioned I/O
+// (pread/pwrite) for a raw image, which therefore never grows, and never
+// written or synced when read-only. A Backend's own errors (a corrupt
+// qcow2 table, say) are answered VIRTIO_BLK_S_IOERR like failed host I/O. Every fault is counted in [Metrics]; a broken queue sets
 // DEVICE_NEEDS_RESET. One notification serves at most 4*QueueSize chains,
 // so a guest that keeps posting cannot hold a vCPU in the device forever.
 // Nothing the guest does panics the device.
@@ -35,7 +37,7 @@
 //
 // Testing: go test ./pkg/vmm/virtio/blk/ drives the device through the
 // virtio-mmio transport with the fake guest of package virtiotest over a
-// temporary image. FuzzRequest in fuzz_test.go posts arbitrary descriptor
+// temporary raw image, and over a qcow2 image when qemu-img is installed. FuzzRequest in fuzz_test.go posts arbitrary descriptor
 // tables and request bytes; run it with
 // go test -run='^$' -fuzz=FuzzRequest ./pkg/vmm/virtio/blk/.
 package blk

@@ -26,8 +26,9 @@ type Metrics struct {
 	// ReadOnlyRejects counts OUT requests refused because the disk is
 	// read-only; each is also in BadRequests.
 	ReadOnlyRejects atomic.Uint64
-	// IOErrors counts requests answered StatusIOErr because a host read,
-	// write or fsync of the image failed.
+	// IOErrors counts requests answered StatusIOErr because a read, write
+	// or sync of the disk failed: host I/O, or a Backend's own error such
+	// as a corrupt qcow2 table.
 	IOErrors atomic.Uint64
 	// Unsupported counts requests answered StatusUnsupported.
 	Unsupported atomic.Uint64

@@ -75,7 +75,7 @@ func (d *Device) read(sector uint64, data [][]byte) (Status, uint64) {
 	for _, b := range data {
 		// ReadAt reads len(b) bytes or fails; io.EOF means the image
 		// shrank under us since New.
-		if _, err := d.file.ReadAt(b, off); err != nil {
+		if _, err := d.disk.ReadAt(b, off); err != nil {
 			d.m.IOErrors.Add(1)
 			return StatusIOErr, 0
 		}
@@ -101,7 +101,7 @@ func (d *Device) write(sector uint64, data [][]byte) Status {
 	}
 	var n uint64
 	for _, b := range data {
-		if _, err := d.file.WriteAt(b, off); err != nil {
+		if _, err := d.disk.WriteAt(b, off); err != nil {
 			d.m.IOErrors.Add(1)
 			return StatusIOErr
 		}
@@ -117,7 +117,7 @@ func (d *Device) write(sector uint64, data [][]byte) Status {
 // nothing to flush. The header's sector is ignored.
 func (d *Device) flush() Status {
 	if !d.readOnly {
-		if err := d.file.Sync(); err != nil {
+		if err := d.disk.Sync(); err != nil {
 			d.m.IOErrors.Add(1)
 			return StatusIOErr
 		}
@@ -130,7 +130,7 @@ func (d *Device) flush() Status {
 // returns its byte offset in the image. n must be a whole number of
 // sectors (§5.2.6.1). The check avoids overflow: sector*SectorSize is
 // computed only once sector <= capacity, and capacity*SectorSize fits in an
-// int64 because it is at most the image size.
+// int64 because New refuses a larger disk.
 func (d *Device) span(sector, n uint64) (int64, bool) {
 	if n%SectorSize != 0 || sector > d.capacity || n/SectorSize > d.capacity-sector {
 		return 0, false
