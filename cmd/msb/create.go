@@ -25,7 +25,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 type sandboxFlags struct {
 	name, workdir, user, hostname, memory string
 	cpus                                  uint
-	env, labels, ports                    multiFlag
+	env, labels, ports, volumes           multiFlag
 	noNet, replace                        bool
 	maxDuration                           time.Duration
 }
@@ -47,6 +47,8 @@ func (f *sandboxFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.labels, "label", "label K=V (repeatable)")
 	fs.Var(&f.ports, "port", "publish a port: HOST:GUEST or BIND:HOST:GUEST, /udp suffix for UDP (repeatable)")
 	fs.Var(&f.ports, "p", "publish a port (shorthand)")
+	fs.Var(&f.volumes, "volume", "mount HOST:GUEST[:ro]: HOST is a directory (a path with '/' or starting with '.') or a named volume (repeatable)")
+	fs.Var(&f.volumes, "v", "mount a volume (shorthand)")
 	fs.BoolVar(&f.noNet, "no-net", false, "no network: loopback only")
 	fs.BoolVar(&f.replace, "replace", false, "replace an existing sandbox of the same name")
 	fs.DurationVar(&f.maxDuration, "max-duration", 0, "stop the sandbox after this long (30s, 5m, 1h)")
@@ -93,6 +95,17 @@ func (f *sandboxFlags) options(image string) ([]microsandbox.SandboxOption, erro
 		}
 		opts = append(opts, microsandbox.WithPortBindings(b))
 	}
+	if len(f.volumes) > 0 {
+		mounts := map[string]microsandbox.MountConfig{}
+		for _, v := range f.volumes {
+			guest, m, err := parseVolume(v)
+			if err != nil {
+				return nil, err
+			}
+			mounts[guest] = m
+		}
+		opts = append(opts, microsandbox.WithMounts(mounts))
+	}
 	if f.noNet {
 		opts = append(opts, microsandbox.WithNetwork(microsandbox.NetworkPolicy.None()))
 	}
@@ -103,6 +116,25 @@ func (f *sandboxFlags) options(image string) ([]microsandbox.SandboxOption, erro
 		opts = append(opts, microsandbox.WithMaxDuration(f.maxDuration))
 	}
 	return opts, nil
+}
+
+// parseVolume parses -volume HOST:GUEST[:ro|:rw]: HOST with a '/' or a
+// leading '.' is a host directory, anything else a named volume.
+func parseVolume(s string) (string, microsandbox.MountConfig, error) {
+	parts := strings.Split(s, ":")
+	ro := false
+	if n := len(parts); n == 3 && (parts[2] == "ro" || parts[2] == "rw") {
+		ro, parts = parts[2] == "ro", parts[:2]
+	}
+	if len(parts) != 2 || parts[0] == "" || !strings.HasPrefix(parts[1], "/") {
+		return "", microsandbox.MountConfig{}, fmt.Errorf("-volume %q: want HOST:GUEST[:ro] with an absolute GUEST path", s)
+	}
+	host, guest := parts[0], parts[1]
+	opts := microsandbox.MountOptions{Readonly: ro}
+	if strings.Contains(host, "/") || strings.HasPrefix(host, ".") {
+		return guest, microsandbox.Mount.Bind(host, opts), nil
+	}
+	return guest, microsandbox.Mount.Named(host, opts), nil
 }
 
 func keyValues(flagName string, kvs []string) (map[string]string, error) {

@@ -72,3 +72,23 @@ func TestVolumeAndListCommands(t *testing.T) {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
 }
+
+func TestParseVolume(t *testing.T) {
+	for _, c := range []struct {
+		in, guest string
+		ok        bool
+	}{
+		{"./src:/app/src:ro", "/app/src", true},
+		{"/tmp:/share", "/share", true},
+		{"cache:/cache:rw", "/cache", true},
+		{"nocolon", "", false},
+		{"/tmp:relative", "", false},
+		{":/x", "", false},
+		{"/a:/b:maybe", "", false},
+	} {
+		guest, _, err := parseVolume(c.in)
+		if (err == nil) != c.ok || guest != c.guest {
+			t.Errorf("parseVolume(%q) = %q, %v; want %q, ok %v", c.in, guest, err, c.guest, c.ok)
+		}
+	}
+}

@@ -187,6 +187,19 @@ func (sb *Sandbox) ExecStream(ctx context.Context, cfg ExecConfig) (*host.Proces
 	return p, nil
 }
 
+// processEnd says how the sandbox process ended: its exit status, and the
+// exit its state records (a crashed machine, say). Call it after done.
+func (sb *Sandbox) processEnd() string {
+	what := "exit status 0"
+	if sb.waitErr != nil {
+		what = sb.waitErr.Error()
+	}
+	if st, err := ReadState(sb.dir); err == nil && st.Exit != "" {
+		what += "; " + st.Exit
+	}
+	return what
+}
+
 // agentErr classifies an error of an agent call: a spawn failure, or a
 // lost connection because the sandbox ended.
 func (sb *Sandbox) agentErr(err error) error {
@@ -200,6 +213,10 @@ func (sb *Sandbox) agentErr(err error) error {
 		defer t.Stop()
 		select {
 		case <-sb.done:
+			if sb.cmd != nil {
+				// This process started the sandbox: say how it ended.
+				return fmt.Errorf("%w: %s (sandbox process: %v): %w", ErrNotRunning, sb.name, sb.processEnd(), err)
+			}
 			return fmt.Errorf("%w: %s: %w", ErrNotRunning, sb.name, err)
 		case <-t.C:
 		}

@@ -43,14 +43,16 @@ func main() {
 	fsMiB := flag.Int("fs-mib", 1024, "MiB written and read sequentially by the share's bulk benchmark")
 	memMiB = flag.Int("mem", 128, "memory in MiB of the create and exec benchmarks' sandboxes")
 	flag.Parse()
-	if err := run(*creates, *execs); err != nil {
-		fmt.Fprintf(os.Stderr, "sdkbench: %v\n", err)
-		os.Exit(1)
+	// One MSB_HOME for the whole run: the SDK reads it once.
+	_, cleanup, err := setup()
+	if err == nil {
+		err = run(*creates, *execs)
+		if err == nil && *fsFiles > 0 {
+			err = runFS(*fsFiles, *fsMiB)
+		}
+		cleanup()
 	}
-	if *fsFiles <= 0 {
-		return
-	}
-	if err := runFS(*fsFiles, *fsMiB); err != nil {
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "sdkbench: %v\n", err)
 		os.Exit(1)
 	}
@@ -72,11 +74,6 @@ func setup() (string, func(), error) {
 }
 
 func run(creates, execs int) error {
-	home, cleanup, err := setup()
-	if err != nil {
-		return err
-	}
-	defer cleanup()
 	image := "oci-archive:busybox-oci.tar:busybox"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -147,7 +144,7 @@ func run(creates, execs int) error {
 		}
 		execTimes = append(execTimes, time.Since(start))
 	}
-	sock := sandbox.SocketPath(filepath.Join(home, "sandboxes", "rtt"))
+	sock := sandbox.SocketPath(filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", "rtt"))
 	echoTimes, err := echoRTT(sock, execs)
 	if err != nil {
 		return err
@@ -199,11 +196,6 @@ func echoRTT(sock string, n int) ([]time.Duration, error) {
 // mib MiB, on a virtio-fs share of a host directory and on the guest's own
 // root file system, and prints the ratios share/root.
 func runFS(n, mib int) error {
-	_, cleanup, err := setup()
-	if err != nil {
-		return err
-	}
-	defer cleanup()
 	shareDir, err := os.MkdirTemp("", "sdkbench-share-")
 	if err != nil {
 		return err
