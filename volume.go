@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
@@ -172,8 +173,9 @@ func sandboxMounts(vols map[string]MountConfig) ([]sandbox.Mount, error) {
 				sm.Kind = sandbox.MountBind
 			} else {
 				sm.Kind, sm.Create = sandbox.MountNamed, m.named.Mode
-				if m.named.Kind != "" && m.named.Kind != VolumeKindDir {
-					errs = append(errs, fmt.Errorf("mount at %s: volume kind %q is not supported (only dir)", p, m.named.Kind))
+				sm.VolumeKind, sm.VolumeSizeMiB, sm.VolumeQuotaMiB = string(m.named.Kind), m.named.SizeMiB, m.named.QuotaMiB
+				if m.named.Kind != "" && m.named.Kind != VolumeKindDir && m.named.Kind != VolumeKindDisk {
+					errs = append(errs, fmt.Errorf("mount at %s: volume kind %q: want dir or disk", p, m.named.Kind))
 				}
 			}
 			out = append(out, sm)
@@ -200,7 +202,8 @@ func sandboxMounts(vols map[string]MountConfig) ([]sandbox.Mount, error) {
 // VolumeKind is a volume's kind.
 type VolumeKind string
 
-// Volume kinds; only directories are supported.
+// Volume kinds: a host directory shared with the guest, or an ext4 image
+// the guest mounts as a block device (faster, sized, host sees the image).
 const (
 	VolumeKindDir  VolumeKind = "dir"
 	VolumeKindDisk VolumeKind = "disk"
@@ -216,10 +219,11 @@ type volumeOptions struct {
 	labels map[string]string
 }
 
-// WithVolumeKind sets the kind; only VolumeKindDir is supported.
+// WithVolumeKind sets the kind: VolumeKindDir (default) or VolumeKindDisk.
 func WithVolumeKind(k VolumeKind) VolumeOption { return func(o *volumeOptions) { o.kind = k } }
 
-// WithVolumeSize is the size of a disk volume (unsupported).
+// WithVolumeSize is the size of a disk volume in MiB (at least 8); for a
+// disk volume WithVolumeQuota means the same.
 func WithVolumeSize(mib uint32) VolumeOption { return func(o *volumeOptions) { o.size = mib } }
 
 // WithVolumeQuota limits the volume's content: guest writes beyond it fail
@@ -253,10 +257,7 @@ func CreateVolume(ctx context.Context, name string, opts ...VolumeOption) (*Volu
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.kind != "" && o.kind != VolumeKindDir {
-		return nil, &Error{Kind: ErrUnsupportedOperation, Message: fmt.Sprintf("volume kind %q is not supported: use %q", o.kind, VolumeKindDir)}
-	}
-	v, err := sandbox.CreateVolume(sandbox.DefaultRuntime(), sandbox.Volume{Name: name, QuotaMiB: o.quota, Labels: o.labels})
+	v, err := sandbox.CreateVolume(sandbox.DefaultRuntime(), sandbox.Volume{Name: name, Kind: string(o.kind), SizeMiB: o.size, QuotaMiB: o.quota, Labels: o.labels})
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -266,11 +267,13 @@ func CreateVolume(ctx context.Context, name string, opts ...VolumeOption) (*Volu
 // Name returns the volume's name.
 func (v *Volume) Name() string { return v.v.Name }
 
-// Path returns the host directory holding the volume's files.
+// Path returns the host directory holding the volume's files (a disk
+// volume: its image).
 func (v *Volume) Path() string { return v.v.Path }
 
-// FS returns host-side file operations on the volume.
-func (v *Volume) FS() *VolumeFs { return &VolumeFs{root: v.v.Path} }
+// FS returns host-side file operations on the volume; on a disk volume
+// they fail with ErrUnsupportedOperation.
+func (v *Volume) FS() *VolumeFs { return &VolumeFs{root: v.v.Path, disk: v.v.IsDisk()} }
 
 // Remove removes the volume (see RemoveVolume).
 func (v *Volume) Remove(ctx context.Context) error { return RemoveVolume(ctx, v.v.Name) }
@@ -331,20 +334,54 @@ func (h *VolumeHandle) IsDefault() bool { return false }
 // Path returns the host directory holding the volume's files.
 func (h *VolumeHandle) Path() string { return h.v.Path }
 
-// Kind returns VolumeKindDir.
-func (h *VolumeHandle) Kind() VolumeKind { return VolumeKindDir }
+// Kind returns VolumeKindDir or VolumeKindDisk.
+func (h *VolumeHandle) Kind() VolumeKind {
+	if h.v.IsDisk() {
+		return VolumeKindDisk
+	}
+	return VolumeKindDir
+}
 
-// QuotaMiB returns the quota, nil when unlimited.
-func (h *VolumeHandle) QuotaMiB() *uint32 {
-	if h.v.QuotaMiB == 0 {
+// DiskFormat returns "raw" for a disk volume, nil for a directory.
+func (h *VolumeHandle) DiskFormat() *string {
+	if !h.v.IsDisk() {
 		return nil
 	}
+	f := "raw"
+	return &f
+}
+
+// DiskFstype returns "ext4" for a disk volume, nil for a directory.
+func (h *VolumeHandle) DiskFstype() *string {
+	if !h.v.IsDisk() {
+		return nil
+	}
+	f := "ext4"
+	return &f
+}
+
+// QuotaMiB returns the quota (a disk volume's size), nil when unlimited.
+func (h *VolumeHandle) QuotaMiB() *uint32 {
 	q := h.v.QuotaMiB
+	if h.v.IsDisk() {
+		q = h.v.SizeMiB
+	}
+	if q == 0 {
+		return nil
+	}
 	return &q
 }
 
-// UsedBytes sums the sizes of the volume's regular files.
+// UsedBytes sums the sizes of the volume's regular files; for a disk
+// volume, the host space its sparse image takes.
 func (h *VolumeHandle) UsedBytes() uint64 {
+	if h.v.IsDisk() {
+		var st syscall.Stat_t
+		if syscall.Stat(h.v.Path, &st) != nil {
+			return 0
+		}
+		return uint64(st.Blocks) * 512
+	}
 	var n uint64
 	filepath.WalkDir(h.v.Path, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
@@ -357,12 +394,14 @@ func (h *VolumeHandle) UsedBytes() uint64 {
 	return n
 }
 
-// CapacityBytes returns the quota in bytes, nil when unlimited.
+// CapacityBytes returns the quota (a disk volume's size) in bytes, nil
+// when unlimited.
 func (h *VolumeHandle) CapacityBytes() *uint64 {
-	if h.v.QuotaMiB == 0 {
+	q := h.QuotaMiB()
+	if q == nil {
 		return nil
 	}
-	c := uint64(h.v.QuotaMiB) << 20
+	c := uint64(*q) << 20
 	return &c
 }
 
@@ -389,12 +428,16 @@ func (h *VolumeHandle) Remove(ctx context.Context) error { return RemoveVolume(c
 // leave the volume fail with ErrPathEscape (os.Root confines every access).
 type VolumeFs struct {
 	root string
+	disk bool // a disk volume: its files live inside an image
 }
 
 // Root returns the volume's host directory.
 func (f *VolumeFs) Root() string { return f.root }
 
 func (f *VolumeFs) open(rel string) (*os.Root, string, error) {
+	if f.disk {
+		return nil, "", &Error{Kind: ErrUnsupportedOperation, Message: "volume: the files of a disk volume live inside its ext4 image (" + f.root + "); reach them from a sandbox that mounts it"}
+	}
 	if rel == "" || filepath.IsAbs(rel) || !filepath.IsLocal(rel) {
 		return nil, "", fmt.Errorf("%w: %q", ErrPathEscape, rel)
 	}

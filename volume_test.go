@@ -20,8 +20,28 @@ func TestVolumes(t *testing.T) {
 	if _, err := CreateVolume(ctx, "data"); !IsKind(err, ErrVolumeAlreadyExists) {
 		t.Errorf("second CreateVolume = %v, want ErrVolumeAlreadyExists", err)
 	}
-	if _, err := CreateVolume(ctx, "disk", WithVolumeKind(VolumeKindDisk)); !IsKind(err, ErrUnsupportedOperation) {
-		t.Errorf("disk volume = %v, want ErrUnsupportedOperation", err)
+	if _, err := CreateVolume(ctx, "disk", WithVolumeKind(VolumeKindDisk)); !IsKind(err, ErrInvalidConfig) {
+		t.Errorf("disk volume without a size = %v, want ErrInvalidConfig", err)
+	}
+	if _, err := CreateVolume(ctx, "sized-dir", WithVolumeSize(16)); !IsKind(err, ErrInvalidConfig) {
+		t.Errorf("directory volume with a size = %v, want ErrInvalidConfig", err)
+	}
+	dv, err := CreateVolume(ctx, "disk", WithVolumeKind(VolumeKindDisk), WithVolumeSize(16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dv.Path()); err != nil || fi.Size() != 16<<20 || !fi.Mode().IsRegular() {
+		t.Errorf("disk volume image %s: %v, %v; want a 16 MiB file", dv.Path(), fi, err)
+	}
+	if _, err := dv.FS().Read(ctx, "x"); !IsKind(err, ErrUnsupportedOperation) {
+		t.Errorf("VolumeFs on a disk volume = %v, want ErrUnsupportedOperation", err)
+	}
+	dh, err := GetVolume(ctx, "disk")
+	if err != nil || dh.Kind() != VolumeKindDisk || *dh.DiskFormat() != "raw" || *dh.DiskFstype() != "ext4" || *dh.CapacityBytes() != 16<<20 || dh.UsedBytes() >= 16<<20 {
+		t.Errorf("GetVolume(disk) = %+v, %v", dh, err)
+	}
+	if err := RemoveVolume(ctx, "disk"); err != nil {
+		t.Errorf("RemoveVolume(disk) = %v", err)
 	}
 	if _, err := GetVolume(ctx, "nope"); !IsKind(err, ErrVolumeNotFound) {
 		t.Errorf("GetVolume(missing) = %v, want ErrVolumeNotFound", err)

@@ -48,7 +48,11 @@ func TestVolumes(t *testing.T) {
 	if b, err := os.ReadFile(requireFile(t, "data.qcow2")); err != nil || os.WriteFile(qimg, b, 0o644) != nil {
 		t.Fatalf("copy data.qcow2: %v", err)
 	}
+	if _, err := microsandbox.CreateVolume(ctx, "blockvol", microsandbox.WithVolumeKind(microsandbox.VolumeKindDisk), microsandbox.WithVolumeSize(32)); err != nil {
+		t.Fatal(err)
+	}
 	mounts := microsandbox.WithMounts(map[string]microsandbox.MountConfig{
+		"/vd":      microsandbox.Mount.Named("blockvol", microsandbox.MountOptions{}),
 		"/disk":    microsandbox.Mount.Disk(img, microsandbox.DiskOptions{}),
 		"/q":       microsandbox.Mount.Disk(qimg, microsandbox.DiskOptions{}),
 		"/app/src": microsandbox.Mount.Bind(src, microsandbox.MountOptions{Readonly: true}),
@@ -92,6 +96,10 @@ func TestVolumes(t *testing.T) {
 	}
 	mustExec(ctx, t, a, "sh", "-c", "echo persisted > /data/note")
 	mustExec(ctx, t, a, "sh", "-c", "echo on-disk > /disk/file")
+	// The disk volume is the guest's own ext4, sized by the volume.
+	if got := mustExec(ctx, t, a, "sh", "-c", "grep ' /vd ' /proc/mounts | cut -d' ' -f3; echo kept > /vd/note; df -m /vd | tail -1 | awk '{print ($2 > 20 && $2 <= 32)}'"); got != "ext4\n1\n" {
+		t.Errorf("disk volume in the guest: %q, want ext4 and a size of at most 32 MiB", got)
+	}
 	if got := mustExec(ctx, t, a, "cat", "/q/hello"); got != "from a qcow2 image\n" {
 		t.Errorf("read from the qcow2 disk = %q", got)
 	}
@@ -127,7 +135,11 @@ func TestVolumes(t *testing.T) {
 		"/data": microsandbox.Mount.Named("shared", microsandbox.MountOptions{Readonly: true}),
 		"/disk": microsandbox.Mount.Disk(img, microsandbox.DiskOptions{Readonly: true}),
 		"/q":    microsandbox.Mount.Disk(qimg, microsandbox.DiskOptions{Format: "qcow2", Readonly: true}),
+		"/vd":   microsandbox.Mount.Named("blockvol", microsandbox.MountOptions{Readonly: true}),
 	}))
+	if got := mustExec(ctx, t, b, "cat", "/vd/note"); got != "kept\n" {
+		t.Errorf("the disk volume in the next sandbox: %q", got)
+	}
 	if got := mustExec(ctx, t, b, "sh", "-c", "cat /q/new && cd /q && md5sum -c blob.md5"); got != "qwrite\nblob: OK\n" {
 		t.Errorf("the qcow2 disk in the next sandbox: %q", got)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/microsandbox-go/microsandbox/pkg/diskimage/qcow2"
 	"github.com/microsandbox-go/microsandbox/pkg/guestagent/bootcfg"
+	"github.com/microsandbox-go/microsandbox/pkg/rootfs/ext4fmt"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/blk"
 )
 
@@ -109,6 +110,11 @@ type Mount struct {
 	// (when "": it must exist), "create" (it must not; it is made) or
 	// "ensure-exists" (made when missing).
 	Create string `json:"create,omitempty"`
+	// VolumeKind, VolumeSizeMiB and VolumeQuotaMiB describe the volume a
+	// named mount creates (see Volume).
+	VolumeKind     string `json:"volume_kind,omitempty"`
+	VolumeSizeMiB  uint32 `json:"volume_size_mib,omitempty"`
+	VolumeQuotaMiB uint32 `json:"volume_quota_mib,omitempty"`
 }
 
 // share is one virtio-fs device of the sandbox process.
@@ -172,15 +178,43 @@ func validateMounts(ms []Mount) []error {
 	return errs
 }
 
+// Volume kinds.
+const (
+	// VolumeDir is a host directory shared with the guest (virtio-fs).
+	VolumeDir = "dir"
+	// VolumeDisk is an ext4 file system in a raw image the guest mounts
+	// as a block device: the guest's own file system, at block-device
+	// speed, with the image size as the hard limit; the host sees only
+	// the image.
+	VolumeDisk = "disk"
+)
+
 // Volume is a named volume's record (volume.json).
 type Volume struct {
 	Name string `json:"name"`
-	// QuotaMiB limits the volume's content; zero means no limit.
+	// Kind is VolumeDir (when "") or VolumeDisk.
+	Kind string `json:"kind,omitempty"`
+	// SizeMiB is a disk volume's size.
+	SizeMiB uint32 `json:"size_mib,omitempty"`
+	// QuotaMiB limits a directory volume's content; zero means no limit.
 	QuotaMiB uint32            `json:"quota_mib,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Created  time.Time         `json:"created"`
-	// Path is the host directory holding the volume's files.
+	// Path is the host directory holding a directory volume's files, or
+	// a disk volume's image.
 	Path string `json:"-"`
+}
+
+// IsDisk reports whether v is a disk volume.
+func (v *Volume) IsDisk() bool { return v.Kind == VolumeDisk }
+
+// dataPath is where the volume's content lives: the data directory, or
+// the image of a disk volume.
+func (v *Volume) dataPath(dir string) string {
+	if v.IsDisk() {
+		return filepath.Join(dir, volumeImage)
+	}
+	return filepath.Join(dir, volumeDataDir)
 }
 
 func (rt *Runtime) volumesDir() string           { return filepath.Join(rt.Home, "volumes") }
@@ -189,6 +223,7 @@ func (rt *Runtime) volumeDir(name string) string { return filepath.Join(rt.volum
 const (
 	volumeFile    = "volume.json"
 	volumeDataDir = "data"
+	volumeImage   = "disk.ext4"
 )
 
 // CreateVolume creates the named volume. An existing one is
@@ -203,6 +238,22 @@ func CreateVolume(rt Runtime, v Volume) (*Volume, error) {
 			return nil, fmt.Errorf("%w: volume label key is empty", ErrInvalidConfig)
 		}
 	}
+	switch v.Kind {
+	case "", VolumeDir:
+		v.Kind = ""
+		if v.SizeMiB != 0 {
+			return nil, fmt.Errorf("%w: volume %s: a size is for disk volumes; a directory volume takes a quota", ErrInvalidConfig, v.Name)
+		}
+	case VolumeDisk:
+		if v.SizeMiB == 0 {
+			v.SizeMiB, v.QuotaMiB = v.QuotaMiB, 0 // the quota of a disk is its size
+		}
+		if v.QuotaMiB != 0 || v.SizeMiB < minDiskVolumeMiB {
+			return nil, fmt.Errorf("%w: disk volume %s: give a size of at least %d MiB (and no separate quota: the size is the limit)", ErrInvalidConfig, v.Name, minDiskVolumeMiB)
+		}
+	default:
+		return nil, fmt.Errorf("%w: volume %s: kind %q: want dir or disk", ErrInvalidConfig, v.Name, v.Kind)
+	}
 	if err := os.MkdirAll(rt.volumesDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: create volume: %w", err)
 	}
@@ -213,9 +264,16 @@ func CreateVolume(rt Runtime, v Volume) (*Volume, error) {
 		}
 		return nil, fmt.Errorf("sandbox: create volume: %w", err)
 	}
-	// The data directory is what the guest sees as its root: 0755, so
-	// that unprivileged guest users can enter it.
-	if err := os.Mkdir(filepath.Join(dir, volumeDataDir), 0o755); err != nil {
+	if v.IsDisk() {
+		// Sparse: only what the guest writes takes host space.
+		label := v.Name[:min(len(v.Name), ext4fmt.MaxLabelLen)]
+		if err := ext4fmt.FormatFile(v.dataPath(dir), int64(v.SizeMiB)<<20, ext4fmt.Options{Label: label}); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("sandbox: create disk volume %s: %w", v.Name, err)
+		}
+	} else if err := os.Mkdir(v.dataPath(dir), 0o755); err != nil {
+		// The data directory is what the guest sees as its root: 0755,
+		// so that unprivileged guest users can enter it.
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("sandbox: create volume: %w", err)
 	}
@@ -225,9 +283,13 @@ func CreateVolume(rt Runtime, v Volume) (*Volume, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	v.Path = filepath.Join(dir, volumeDataDir)
+	v.Path = v.dataPath(dir)
 	return &v, nil
 }
+
+// minDiskVolumeMiB is the smallest disk volume: room for ext4's metadata
+// and a journal-less file system that is still useful.
+const minDiskVolumeMiB = 8
 
 // GetVolume reads the named volume's record.
 func GetVolume(rt Runtime, name string) (*Volume, error) {
@@ -247,7 +309,7 @@ func GetVolume(rt Runtime, name string) (*Volume, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("sandbox: volume %s: %w", name, err)
 	}
-	v.Path = filepath.Join(dir, volumeDataDir)
+	v.Path = v.dataPath(dir)
 	return &v, nil
 }
 
@@ -375,11 +437,11 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 			var err error
 			switch m.Create {
 			case "create":
-				v, err = CreateVolume(*rt, Volume{Name: m.Source})
+				v, err = CreateVolume(*rt, Volume{Name: m.Source, Kind: m.VolumeKind, SizeMiB: m.VolumeSizeMiB, QuotaMiB: m.VolumeQuotaMiB})
 			case "ensure-exists":
 				v, err = GetVolume(*rt, m.Source)
 				if errors.Is(err, ErrVolumeNotFound) {
-					v, err = CreateVolume(*rt, Volume{Name: m.Source})
+					v, err = CreateVolume(*rt, Volume{Name: m.Source, Kind: m.VolumeKind, SizeMiB: m.VolumeSizeMiB, QuotaMiB: m.VolumeQuotaMiB})
 					if errors.Is(err, ErrVolumeExists) { // created meanwhile
 						v, err = GetVolume(*rt, m.Source)
 					}
@@ -389,6 +451,15 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 			}
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("named mount at %s: %w", m.Guest, err)
+			}
+			if v.IsDisk() {
+				n := firstDisk + len(disks)
+				if n >= 26 {
+					return nil, nil, nil, fmt.Errorf("%w: more than %d disks", ErrInvalidConfig, 26-firstDisk)
+				}
+				disks = append(disks, disk{Path: v.Path, ReadOnly: m.ReadOnly, Format: DiskRaw})
+				guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: "ext4", ReadOnly: m.ReadOnly, Options: opts})
+				continue
 			}
 			sh.Root = v.Path
 			sh.QuotaBytes = uint64(v.QuotaMiB) << 20

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	microsandbox "github.com/microsandbox-go/microsandbox"
@@ -43,6 +44,16 @@ func main() {
 	fsMiB := flag.Int("fs-mib", 1024, "MiB written and read sequentially by the share's bulk benchmark")
 	memMiB = flag.Int("mem", 128, "memory in MiB of the create and exec benchmarks' sandboxes")
 	flag.Parse()
+	if *fsFiles > 0 {
+		// The share's server holds a host fd per file the guest holds; the
+		// sandbox process inherits this limit (raised as root may).
+		want := uint64(2**fsFiles + 4096)
+		var lim syscall.Rlimit
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Max < want {
+			lim.Cur, lim.Max = want, want
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		}
+	}
 	// One MSB_HOME for the whole run: the SDK reads it once.
 	_, cleanup, err := setup()
 	if err == nil {
