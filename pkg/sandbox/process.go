@@ -204,9 +204,11 @@ func runVM(ctx context.Context, dir string, spec *vmSpec) (vmm.Exit, error) {
 		disks = append(disks, dev)
 	}
 	devices = append(devices, vs, rng.New())
+	maxNodes, maxHandles := shareTables(len(spec.Shares))
 	for _, sh := range spec.Shares {
 		dev, err := fs.New(fs.Config{Tag: sh.Tag, Share: fuse.Config{
 			Root: sh.Root, ReadOnly: sh.ReadOnly, QuotaBytes: sh.QuotaBytes,
+			MaxNodes: maxNodes, MaxHandles: maxHandles,
 			// Files the guest creates get the guest's owners where the
 			// host can give them (the sandbox process runs as root).
 			GuestOwnership: os.Geteuid() == 0,
