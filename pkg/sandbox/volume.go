@@ -369,6 +369,16 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 	var shares []share
 	var disks []disk
 	var guest []bootcfg.Mount
+	// attachDisk adds d as the next block device and mounts it at m.Guest.
+	attachDisk := func(m Mount, d disk, fstype string, opts []string) error {
+		n := firstDisk + len(disks)
+		if n >= 26 {
+			return fmt.Errorf("%w: more than %d disks", ErrInvalidConfig, 26-firstDisk)
+		}
+		disks = append(disks, d)
+		guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: fstype, ReadOnly: m.ReadOnly, Options: opts})
+		return nil
+	}
 	for i, m := range ms {
 		opts := append([]string(nil), m.Options...)
 		switch m.Kind {
@@ -397,16 +407,13 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 				}
 				d.Close()
 			}
-			n := firstDisk + len(disks)
-			if n >= 26 {
-				return nil, nil, nil, fmt.Errorf("%w: more than %d disks", ErrInvalidConfig, 26-firstDisk)
-			}
 			fstype := m.FSType
 			if fstype == "" {
 				fstype = "ext4"
 			}
-			disks = append(disks, disk{Path: path, ReadOnly: m.ReadOnly, Format: format})
-			guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: fstype, ReadOnly: m.ReadOnly, Options: opts})
+			if err := attachDisk(m, disk{Path: path, ReadOnly: m.ReadOnly, Format: format}, fstype, opts); err != nil {
+				return nil, nil, nil, err
+			}
 			continue
 		case MountTmpfs:
 			if m.SizeMiB > 0 {
@@ -453,12 +460,9 @@ func resolveMounts(rt *Runtime, ms []Mount, firstDisk int) ([]share, []disk, []b
 				return nil, nil, nil, fmt.Errorf("named mount at %s: %w", m.Guest, err)
 			}
 			if v.IsDisk() {
-				n := firstDisk + len(disks)
-				if n >= 26 {
-					return nil, nil, nil, fmt.Errorf("%w: more than %d disks", ErrInvalidConfig, 26-firstDisk)
+				if err := attachDisk(m, disk{Path: v.Path, ReadOnly: m.ReadOnly, Format: DiskRaw}, "ext4", opts); err != nil {
+					return nil, nil, nil, err
 				}
-				disks = append(disks, disk{Path: v.Path, ReadOnly: m.ReadOnly, Format: DiskRaw})
-				guest = append(guest, bootcfg.Mount{Source: "/dev/vd" + string(rune('a'+n)), Target: m.Guest, FSType: "ext4", ReadOnly: m.ReadOnly, Options: opts})
 				continue
 			}
 			sh.Root = v.Path

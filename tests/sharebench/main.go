@@ -22,9 +22,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,12 +35,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/microsandbox-go/microsandbox/internal/cpio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/fs"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/fs/fuse"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/p9"
+	"github.com/microsandbox-go/microsandbox/tests/benchpeer"
 )
 
 var phases = []string{"create", "stat", "write", "read"}
@@ -89,7 +87,7 @@ func bench(kernel, init string, files, mib, memMiB int, timeout time.Duration) e
 	}
 	defer os.RemoveAll(dir)
 	initrd := filepath.Join(dir, "initramfs.cpio")
-	if err := writeInitramfs(initrd, init); err != nil {
+	if err := benchpeer.WriteInitramfs(initrd, init); err != nil {
 		return err
 	}
 	fsDir, p9Dir := filepath.Join(dir, "fs0"), filepath.Join(dir, "p9")
@@ -300,32 +298,6 @@ func (g *guest) get(key string) string {
 func (g *guest) ns(key string) time.Duration {
 	v, _ := strconv.ParseInt(g.get(key), 10, 64)
 	return time.Duration(v)
-}
-
-// writeInitramfs writes a newc archive holding init as /init and the
-// console device node.
-func writeInitramfs(path, init string) error {
-	bin, err := os.ReadFile(init)
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	w := bufio.NewWriter(f)
-	a := cpio.NewWriter(w)
-	if err := errors.Join(
-		a.Dir("dev", 0o755),
-		a.CharDevice("dev/console", 0o600, 5, 1),
-		a.File("init", 0o755, bin),
-		a.Close(),
-		w.Flush(),
-	); err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 var _ io.Writer = (*guest)(nil)
