@@ -9,9 +9,9 @@
 // from include/uapi/linux/fuse.h, written out in wire.go): INIT, DESTROY,
 // LOOKUP, FORGET, BATCH_FORGET, GETATTR, SETATTR, READLINK, SYMLINK, MKNOD,
 // MKDIR, UNLINK, RMDIR, RENAME, RENAME2, LINK, OPEN, CREATE, READ, WRITE,
-// STATFS, RELEASE, FSYNC, FLUSH, OPENDIR, READDIR, READDIRPLUS, RELEASEDIR,
-// FSYNCDIR, ACCESS, FALLOCATE, LSEEK and INTERRUPT (ignored). Extended
-// attributes and other opcodes answer ENOSYS. The guest mounts with
+// STATFS, RELEASE, FSYNC, OPENDIR, READDIR, READDIRPLUS, RELEASEDIR,
+// FSYNCDIR, ACCESS, FALLOCATE, LSEEK and INTERRUPT (ignored). FLUSH,
+// extended attributes and other opcodes answer ENOSYS. The guest mounts with
 // default_permissions (virtiofs always does), so permission checks happen
 // in the guest; the host process's own rights bound what it can do.
 //

@@ -251,13 +251,6 @@ func (s *Server) fsync(r *request) (int, unix.Errno) {
 	return 0, errno(err)
 }
 
-// flush answers FLUSH (close(2) in the guest). There are no locks or
-// buffered writes to flush on the host.
-func (s *Server) flush(r *request) (int, unix.Errno) {
-	_, e := s.handles.file(le.Uint64(r.in.fixed(flushInSize)))
-	return 0, e
-}
-
 // fallocate serves FALLOCATE with the modes that keep data in the file:
 // plain allocation, KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE.
 func (s *Server) fallocate(r *request) (int, unix.Errno) {

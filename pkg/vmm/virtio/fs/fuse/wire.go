@@ -88,7 +88,6 @@ const (
 	writeInSize     = 40  // struct fuse_write_in
 	releaseInSize   = 24  // struct fuse_release_in
 	fsyncInSize     = 16  // struct fuse_fsync_in
-	flushInSize     = 24  // struct fuse_flush_in
 	forgetInSize    = 8   // struct fuse_forget_in
 	batchForgetSize = 8   // struct fuse_batch_forget_in
 	forgetOneSize   = 16  // struct fuse_forget_one
