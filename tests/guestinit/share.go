@@ -11,40 +11,60 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// checkShare times one workload on each file-sharing device the host
-// offers (tests/sharebench): virtio-fs tagged fs0 and virtio-9p tagged p9.
-// For each it creates msb_share_files files (default 10000), walks and
-// lstats them with cold caches, writes msb_share_mib MiB (default 256) to
-// one file sequentially and reads it back with cold caches. It reports
+// checkShare times one workload on the file-sharing devices the host
+// offers (tests/sharebench): virtio-fs tagged fs0 and virtio-9p tagged p9,
+// or those named in msb_share_devices (comma-separated, in order). For each
+// it creates msb_share_creates files (default 1000) in new/, walks and
+// lstats, with cold caches, the files the host put in tree/ before the
+// boot, writes msb_share_mib MiB (default 256) to one file sequentially
+// and reads it back with cold caches. msb_share_from names the first phase
+// to run: the host runs the rest of a workload in a new boot after a boot
+// was lost, over what the earlier phases left in the share. It reports
 // share_<dev>_<phase>_ns and share_<dev>_{files,bytes} per device, or
 // share_error.
 func checkShare() {
-	files, err := strconv.Atoi(param("msb_share_files"))
-	if err != nil || files < 1 {
-		files = 10000
+	creates, err := strconv.Atoi(param("msb_share_creates"))
+	if err != nil || creates < 1 {
+		creates = 1000
 	}
 	mib, err := strconv.Atoi(param("msb_share_mib"))
 	if err != nil || mib < 1 {
 		mib = 256
 	}
-	for _, s := range []struct{ name, fstype, tag, opts string }{
-		{"virtiofs", "virtiofs", "fs0", ""},
-		{"9p", "9p", "p9", "trans=virtio,version=9p2000.L,msize=262144"},
-	} {
-		dir := "/mnt/" + s.name
+	from := slices.Index(sharePhases, param("msb_share_from"))
+	if from < 0 {
+		from = 0
+	}
+	want := []string{"virtiofs", "9p"}
+	if v := param("msb_share_devices"); v != "" {
+		want = strings.Split(v, ",")
+	}
+	devices := map[string]struct{ fstype, tag, opts string }{
+		"virtiofs": {"virtiofs", "fs0", ""},
+		"9p":       {"9p", "p9", "trans=virtio,version=9p2000.L,msize=262144"},
+	}
+	for _, name := range want {
+		s, ok := devices[name]
+		if !ok {
+			report("share_error", "unknown device %q in msb_share_devices", name)
+			return
+		}
+		dir := "/mnt/" + name
 		os.MkdirAll(dir, 0o755)
 		if err := unix.Mount(s.tag, dir, s.fstype, 0, s.opts); err != nil {
 			report("share_error", "mount %s %s: %v", s.fstype, s.tag, err)
 			return
 		}
-		if err := shareWorkload(s.name, dir, files, mib); err != nil {
-			report("share_error", "%s: %v", s.name, err)
+		if err := shareWorkload(name, dir, creates, mib, from); err != nil {
+			report("share_error", "%s: %v", name, err)
 			return
 		}
 		if err := unix.Unmount(dir, 0); err != nil {
@@ -54,13 +74,20 @@ func checkShare() {
 	}
 }
 
+// sharePhases are the workload's phases in order.
+var sharePhases = []string{"create", "stat", "write", "read"}
+
 func dropCaches() error {
 	unix.Sync()
 	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
 }
 
-func shareWorkload(name, dir string, files, mib int) error {
+// shareWorkload runs the workload's phases from sharePhases[from] on.
+func shareWorkload(name, dir string, creates, mib, from int) error {
 	phase := func(p string, fn func() error) error {
+		if slices.Index(sharePhases, p) < from {
+			return nil
+		}
 		start := time.Now()
 		if err := fn(); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
@@ -68,11 +95,10 @@ func shareWorkload(name, dir string, files, mib int) error {
 		report(fmt.Sprintf("share_%s_%s_ns", name, p), "%d", time.Since(start).Nanoseconds())
 		return nil
 	}
-	tree := filepath.Join(dir, "tree")
 	if err := phase("create", func() error {
 		// 100 files a directory, as a source tree spreads them.
-		for i := range files {
-			sub := filepath.Join(tree, fmt.Sprintf("d%03d", i/100))
+		for i := range creates {
+			sub := filepath.Join(dir, "new", fmt.Sprintf("d%03d", i/100))
 			if i%100 == 0 {
 				if err := os.MkdirAll(sub, 0o755); err != nil {
 					return err
@@ -90,6 +116,7 @@ func shareWorkload(name, dir string, files, mib int) error {
 		return err
 	}
 	n := 0
+	tree := filepath.Join(dir, "tree")
 	if err := phase("stat", func() error {
 		return filepath.WalkDir(tree, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {

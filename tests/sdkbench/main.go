@@ -8,7 +8,9 @@
 // sandbox (p50 over -execs), printed beside a raw vsock echo round trip
 // through the same sandbox's socket measured in the same run, so the ratio
 // says what the agent protocol, fork and exec in the guest add to the
-// transport.
+// transport. Then the file system benchmark (fs.go): a virtio-fs share
+// against the guest's own root disk, metadata and bulk, in one sandbox.
+// -creates 0 -execs 0 runs the file system benchmark alone.
 //
 // It expects vmlinux, msb-agent, msb, vsockecho and busybox-oci.tar in its
 // working directory (vmtest -file places them).
@@ -25,7 +27,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	microsandbox "github.com/microsandbox-go/microsandbox"
@@ -40,26 +41,19 @@ var memMiB *int
 func main() {
 	creates := flag.Int("creates", 10, "create → first exec runs")
 	execs := flag.Int("execs", 200, "exec round trips")
-	fsFiles := flag.Int("fs-files", 10000, "files for the share's metadata benchmark (0: skip the file system benchmark)")
-	fsMiB := flag.Int("fs-mib", 1024, "MiB written and read sequentially by the share's bulk benchmark")
+	fsFiles := flag.Int("fs-files", 10000, "files for the file system benchmark's find+stat (0: skip the file system benchmark)")
+	fsCreate := flag.Int("fs-create", 1000, "files the guest creates in the file system benchmark")
+	fsMiB := flag.Int("fs-mib", 1024, "MiB written and read sequentially by the file system benchmark")
 	memMiB = flag.Int("mem", 128, "memory in MiB of the create and exec benchmarks' sandboxes")
 	flag.Parse()
-	if *fsFiles > 0 {
-		// The share's server holds a host fd per file the guest holds; the
-		// sandbox process inherits this limit (raised as root may).
-		want := uint64(2**fsFiles + 4096)
-		var lim syscall.Rlimit
-		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Max < want {
-			lim.Cur, lim.Max = want, want
-			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		}
-	}
 	// One MSB_HOME for the whole run: the SDK reads it once.
 	_, cleanup, err := setup()
 	if err == nil {
-		err = run(*creates, *execs)
+		if *creates > 0 || *execs > 0 {
+			err = run(max(*creates, 1), max(*execs, 1))
+		}
 		if err == nil && *fsFiles > 0 {
-			err = runFS(*fsFiles, *fsMiB)
+			err = runFS(*fsFiles, *fsCreate, *fsMiB)
 		}
 		cleanup()
 	}
@@ -200,78 +194,4 @@ func echoRTT(sock string, n int) ([]time.Duration, error) {
 		out = append(out, time.Since(start))
 	}
 	return out, nil
-}
-
-// runFS times, in one sandbox, a metadata-heavy pass (create n files,
-// then list them with their attributes) and a sequential write and read of
-// mib MiB, on a virtio-fs share of a host directory and on the guest's own
-// root file system, and prints the ratios share/root.
-func runFS(n, mib int) error {
-	shareDir, err := os.MkdirTemp("", "sdkbench-share-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(shareDir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	sb, err := microsandbox.CreateSandbox(ctx, "fsbench",
-		microsandbox.WithImage("oci-archive:busybox-oci.tar:busybox"),
-		microsandbox.WithMemory(uint32(max(512, mib+256))),
-		microsandbox.WithMounts(map[string]microsandbox.MountConfig{
-			"/share": microsandbox.Mount.Bind(shareDir, microsandbox.MountOptions{}),
-		}))
-	if err != nil {
-		return err
-	}
-	defer sb.Stop(context.Background())
-	timeSh := func(script string) (time.Duration, error) {
-		start := time.Now()
-		out, err := sb.Shell(ctx, script)
-		if err != nil {
-			// Say why the sandbox failed: the ends of its console and
-			// of its process's log.
-			dir := filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", "fsbench")
-			for _, name := range []string{"console.log", "runtime.log"} {
-				b, _ := os.ReadFile(filepath.Join(dir, name))
-				fmt.Fprintf(os.Stderr, "sdkbench: %s of fsbench (end):\n%s\n", name, b[max(0, len(b)-3000):])
-			}
-			return 0, err
-		}
-		if !out.Success() {
-			return 0, fmt.Errorf("%q: exit %d: %s", script, out.ExitCode(), out.Stderr())
-		}
-		return time.Since(start), nil
-	}
-	type result struct{ create, stat, write, read time.Duration }
-	var res [2]result
-	for i, dir := range []string{"/share/bench", "/root/bench"} {
-		r := &res[i]
-		steps := []struct {
-			d      *time.Duration
-			script string
-		}{
-			{&r.create, fmt.Sprintf("mkdir -p %[1]s/meta && cd %[1]s/meta && i=0; while [ $i -lt %[2]d ]; do : > f$i; i=$((i+1)); done", dir, n)},
-			{&r.stat, fmt.Sprintf("echo 3 > /proc/sys/vm/drop_caches; find %s/meta -type f | wc -l >/dev/null; ls -lR %s/meta >/dev/null", dir, dir)},
-			{&r.write, fmt.Sprintf("dd if=/dev/zero of=%s/big bs=1048576 count=%d conv=fsync 2>/dev/null", dir, mib)},
-			{&r.read, fmt.Sprintf("echo 3 > /proc/sys/vm/drop_caches; dd if=%s/big of=/dev/null bs=1048576 2>/dev/null", dir)},
-		}
-		for _, st := range steps {
-			if *st.d, err = timeSh(st.script); err != nil {
-				return err
-			}
-		}
-		if _, err := timeSh("rm -rf " + dir); err != nil {
-			return err
-		}
-	}
-	ratio := func(a, b time.Duration) float64 { return float64(a) / float64(b) }
-	sh, rt := res[0], res[1]
-	fmt.Printf("sdkbench: fs: create %d files: share %v, root %v, ratio %.2f\n", n, sh.create.Round(time.Millisecond), rt.create.Round(time.Millisecond), ratio(sh.create, rt.create))
-	fmt.Printf("sdkbench: fs: find+stat %d files: share %v, root %v, ratio %.2f\n", n, sh.stat.Round(time.Millisecond), rt.stat.Round(time.Millisecond), ratio(sh.stat, rt.stat))
-	fmt.Printf("sdkbench: fs: write %d MiB: share %v (%.0f MiB/s), root %v (%.0f MiB/s), ratio %.2f\n", mib,
-		sh.write.Round(time.Millisecond), float64(mib)/sh.write.Seconds(), rt.write.Round(time.Millisecond), float64(mib)/rt.write.Seconds(), ratio(sh.write, rt.write))
-	fmt.Printf("sdkbench: fs: read %d MiB: share %v (%.0f MiB/s), root %v (%.0f MiB/s), ratio %.2f\n", mib,
-		sh.read.Round(time.Millisecond), float64(mib)/sh.read.Seconds(), rt.read.Round(time.Millisecond), float64(mib)/rt.read.Seconds(), ratio(sh.read, rt.read))
-	fmt.Println("sdkbench: fs: root is the guest's root file system: an overlay over the image with the managed ext4 root disk as its upper")
-	return nil
 }

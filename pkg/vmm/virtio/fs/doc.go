@@ -27,40 +27,42 @@
 // cache modes trade coherence for speed more bluntly than FUSE's
 // timeouts.
 //
-// Measured (tests/sharebench, make bench: one guest, both devices, each
-// over its own host temp dir, guest clock, caches dropped before stat and
-// read; 9p mounted trans=virtio,version=9p2000.L,msize=262144 and served
-// by package p9, github.com/hugelgupf/p9's localfs; inside the emulated
-// nested harness, so absolute times are 10-50x a real host's):
+// Measured (tests/sharebench, make bench: each device in a machine of its
+// own over a host temp dir, same kernel and initramfs, guest clock, caches
+// dropped before stat and read; the guest creates 1,000 files, then walks
+// and lstats the -files files the host wrote, 100 a directory; 9p mounted
+// trans=virtio,version=9p2000.L,msize=262144 and served by package p9,
+// github.com/hugelgupf/p9's localfs; inside the emulated nested harness,
+// so absolute times are 10-50x a real host's), 2026-11-26:
 //
 //	                           virtio-fs   virtio-9p   fs/9p
-//	create 1000 files          6.96 s      17.34 s     0.40
-//	find + lstat 1000 files    1.07 s      16.29 s     0.07
-//	write 64 MiB + fsync       1.98 s      19.60 s     0.10
-//	read 64 MiB                0.82 s      14.16 s     0.06
+//	create 1,000 files         6.69 s      18.33 s     0.37
+//	find + lstat 2,000 files   2.03 s      32.56 s     0.06
+//	write 64 MiB + fsync       1.86 s      21.39 s     0.09
+//	read 64 MiB                0.90 s      16.15 s     0.06
 //
-// (virtio-fs 9,493 requests, 9p 61,452; a run at 200 files and 8 MiB gave
-// 0.44, 0.08, 0.10 and 0.26.) These are not the sizes (10,000
-// files, 1 GiB): at 3,000 and 10,000 files the guest did not get through
-// the virtio-fs create phase in the harness (a hang past 8 minutes, and
-// L2 triple faults 30-46 s in, before the 9p share was mounted); at
-// 2,000 files both got through create and stat (virtio-fs 11.2 s and
-// 1.75 s, 9p 33.2 s and 28.2 s: 0.34 and 0.06) and then the 9p bulk
-// write stalled past the run's limit. Stalls in both devices point at
-// something they share (queue notification, the VMM or the emulated
-// nested harness); that is to be found before the comparison is rerun
-// at full size.
-// virtio-fs wins every phase, most
-// where the guest asks most (cold stat: 9p walks and getattrs each name
-// where FUSE's READDIRPLUS and LOOKUP carry attributes), and keeps our
-// confined server (package fuse) where localfs follows host paths. Part
-// of the bulk gap is the 9p peer's implementation (each message is
-// copied into the server's buffer and allocated anew, where package fs
-// moves READ and WRITE payloads between guest buffers and the file with
-// preadv and pwritev), so the bulk ratios bound the implementations we
-// have rather than the protocols; the metadata ratio is the protocol's
-// round trips. Hence virtio-fs, and virtio-9p is not wired into
-// sandboxes.
+// (virtio-fs 10,331 requests, 9p 75,682.) At the sizes virtio-fs
+// ran the whole workload in one boot: create 1,000 files 5.30 s, find +
+// lstat 10,000 files 9.10 s, write 1 GiB + fsync 30.66 s (33 MiB/s), read
+// 1 GiB 12.50 s (82 MiB/s); 9p created its 1,000 files in 17.78 s (0.30)
+// and then never got through the stat of 10,000: three boots ended within
+// 10 s of starting it in a guest triple fault, and a fourth hung holding
+// L1's registers (the harness's exchange of L1 and L2 state,
+// internal/vmtest/doc.go, whose odds grow with the exits a run makes; 9p
+// makes about seven times as many requests as virtio-fs for the same
+// work). make bench runs the full sizes, which a machine with hardware KVM
+// (no emulated nested SVM) is to measure for 9p.
+//
+// virtio-fs wins every phase, most where the guest asks most (cold stat:
+// 9p walks and getattrs each name where FUSE's READDIRPLUS and LOOKUP
+// carry attributes), and keeps our confined server (package fuse) where
+// localfs follows host paths. Part of the bulk gap is the 9p peer's
+// implementation (each message is copied into the server's buffer and
+// allocated anew, where package fs moves READ and WRITE payloads between
+// guest buffers and the file with preadv and pwritev), so the bulk ratios
+// bound the implementations we have rather than the protocols; the
+// metadata ratio is the protocol's round trips. Hence virtio-fs, and
+// virtio-9p is not wired into sandboxes.
 //
 // Trust boundary: chains are walked by [virtio.Queue], which checks them
 // against guest RAM. The device copies the start of each request (at most
@@ -84,6 +86,8 @@
 // Testing: go test ./pkg/vmm/virtio/fs/... drives the device through the
 // virtio-mmio transport with the fake guest of package virtiotest (INIT,
 // LOOKUP, READ, FORGET on the hiprio queue, malformed chains); package
-// fuse tests the server as a hostile client. A guest end-to-end mount
-// (mount -t virtiofs) is not yet part of the e2e tests.
+// fuse tests the server as a hostile client, and with the host kernel's
+// own FUSE client where /dev/fuse opens. Guests mount it end to end in
+// tests/volume_test.go and tests/python_test.go (bind and named mounts
+// through the SDK); tests/sharebench and tests/sdkbench measure it.
 package fs
