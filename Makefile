@@ -66,8 +66,12 @@ e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/ms
 # a virtio-fs share vs the guest's own root disk, and virtio-fs vs virtio-9p,
 # at issue #8's sizes (find+stat over 10,000 files, 1 GiB written and read).
 # Under the emulated nested harness everything is 10-50x slower, and the
-# share benchmarks keep the share and the disks in L1's memory (-mem 8192).
+# share benchmarks keep the share and the disks in L1's memory (-mem 8192);
+# there virtio-9p cannot get through the full sizes (package fs doc), so
+# sharebench runs 2,000 files and 64 MiB unless hardware KVM runs guests.
 BENCH_TIMEOUT ?= 60m
+HWKVM := $(shell grep -qsE '\b(vmx|svm)\b' /proc/cpuinfo && test -w /dev/kvm && echo 1)
+SHAREBENCH_FLAGS ?= $(if $(HWKVM),-files 10000 -mib 1024,-files 2000 -mib 64) -creates 1000 -mem 1536
 bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build/netbench build/sdkbench build/vsockecho build/msb-agent build/msb build/busybox-oci.tar build/sharebench
 	$(GO) run ./tests/convbench
 	build/vmtest -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
@@ -77,7 +81,7 @@ bench: kernel l1 build/l1init build/vmtest build/guestinit build/bootbench build
 	build/vmtest -timeout $(BENCH_TIMEOUT) -mem 8192 -file build/vmlinux -file build/msb-agent -file build/msb \
 	  -file build/vsockecho -file build/busybox-oci.tar build/sdkbench $(SDKBENCH_FLAGS)
 	build/vmtest -timeout $(BENCH_TIMEOUT) -mem 8192 -file build/vmlinux -file build/guestinit \
-	  build/sharebench $(or $(SHAREBENCH_FLAGS),-files 10000 -mib 1024 -mem 1536)
+	  build/sharebench $(SHAREBENCH_FLAGS)
 
 build/sharebench: FORCE
 	$(STATIC) $(GO) build -o $@ ./tests/sharebench

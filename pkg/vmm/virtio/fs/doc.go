@@ -50,8 +50,8 @@
 // L1's registers (the harness's exchange of L1 and L2 state,
 // internal/vmtest/doc.go, whose odds grow with the exits a run makes; 9p
 // makes about seven times as many requests as virtio-fs for the same
-// work). make bench runs the full sizes, which a machine with hardware KVM
-// (no emulated nested SVM) is to measure for 9p.
+// work). make bench runs the full sizes where hardware KVM runs the guests
+// (no emulated nested SVM), and the sizes of the table in the harness.
 //
 // virtio-fs wins every phase, most where the guest asks most (cold stat:
 // 9p walks and getattrs each name where FUSE's READDIRPLUS and LOOKUP
