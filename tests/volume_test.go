@@ -76,6 +76,11 @@ func TestVolumes(t *testing.T) {
 		t.Errorf("the read-only share gained a file: %v", err)
 	}
 
+	// The agent widens a share's read-ahead from FUSE's 128 KiB.
+	if got := mustExec(ctx, t, a, "sh", "-c", "cat /sys/class/bdi/$(grep ' /app/src ' /proc/self/mountinfo | cut -d' ' -f3)/read_ahead_kb"); got != "4096\n" {
+		t.Errorf("read-ahead of the share = %q KiB, want 4096", got)
+	}
+
 	// Ownership: a file made by nobody belongs to nobody, in the guest
 	// and on the host.
 	if out, err := a.Exec(ctx, "sh", []string{"-c", "echo hi > /rw/by-nobody && stat -c '%u %a' /rw/by-nobody"}, microsandbox.WithExecUser("nobody")); err != nil || !out.Success() || out.Stdout() != "65534 644\n" {

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -86,6 +87,16 @@ func TestMountsPlan(t *testing.T) {
 	}
 	if got := p[3].String(); got != "mount tmpfs tmpfs on /scratch (size=16m,mode=700)" || p[3].waitDevice {
 		t.Errorf("tmpfs mount = %q", got)
+	}
+}
+
+// TestMountsPlanShare: a virtio-fs mount is followed by the step that
+// widens its read-ahead window.
+func TestMountsPlanShare(t *testing.T) {
+	p := mountsPlan(parse(t, `{"mounts": [{"source": "msb-share-0", "target": "/app/src", "fstype": "virtiofs", "read_only": true}]}`))
+	want := []string{"mkdir /app/src", "mount virtiofs msb-share-0 on /app/src (ro)", fmt.Sprintf("readahead /app/src %d KiB", shareReadaheadKiB)}
+	if got := planStrings(p); !reflect.DeepEqual(got, want) {
+		t.Errorf("mountsPlan =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
