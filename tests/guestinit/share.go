@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/microsandbox-go/microsandbox/tests/guestproto"
 )
 
 // checkShare times one workload on the file-sharing devices the host
@@ -96,19 +98,7 @@ func shareWorkload(name, dir string, creates, mib, from int) error {
 		return nil
 	}
 	if err := phase("create", func() error {
-		// 100 files a directory, as a source tree spreads them.
-		for i := range creates {
-			sub := filepath.Join(dir, "new", fmt.Sprintf("d%03d", i/100))
-			if i%100 == 0 {
-				if err := os.MkdirAll(sub, 0o755); err != nil {
-					return err
-				}
-			}
-			if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), []byte("x"), 0o644); err != nil {
-				return err
-			}
-		}
-		return nil
+		return guestproto.WriteTree(filepath.Join(dir, "new"), creates)
 	}); err != nil {
 		return err
 	}

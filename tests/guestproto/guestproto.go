@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 )
 
 // Disk and vsock layout of the device checks.
@@ -71,6 +73,25 @@ func Expect(r io.Reader, id uint64, n int64) error {
 			return fmt.Errorf("stream %d: bytes differ in [%d, %d)", id, done, done+int64(k))
 		}
 		done += int64(k)
+	}
+	return nil
+}
+
+// WriteTree writes n one-byte files into dir, 100 a subdirectory (d000/
+// f00000 ...), as a source tree spreads them: the share benchmark's
+// layout, written by the host for the guest to walk and by the guest when
+// it times creation.
+func WriteTree(dir string, n int) error {
+	for i := range n {
+		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
+		if i%100 == 0 {
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), []byte("x"), 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }

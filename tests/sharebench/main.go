@@ -44,6 +44,7 @@ import (
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/fs/fuse"
 	"github.com/microsandbox-go/microsandbox/pkg/vmm/virtio/p9"
 	"github.com/microsandbox-go/microsandbox/tests/benchpeer"
+	"github.com/microsandbox-go/microsandbox/tests/guestproto"
 )
 
 var phases = []string{"create", "stat", "write", "read"}
@@ -151,7 +152,7 @@ func bench(kernel, init string, w workload, memMiB int, timeout time.Duration, o
 	requests := map[string]uint64{}
 	retries := 0
 	for _, dev := range devices {
-		if err := populate(filepath.Join(dev.dir, "tree"), files); err != nil {
+		if err := guestproto.WriteTree(filepath.Join(dev.dir, "tree"), files); err != nil {
 			return err
 		}
 		for try := 1; ; try++ {
@@ -271,23 +272,6 @@ func boot(kernel, initrd string, dev device, w workload, memMiB int, from string
 		return requests(), fmt.Errorf("guest did not finish (%v, no done line); console tail:\n%s", exit, g.tailText())
 	}
 	return requests(), nil
-}
-
-// populate writes n one-byte files into dir, 100 a subdirectory, as the
-// guest's create phase lays them out.
-func populate(dir string, n int) error {
-	for i := range n {
-		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
-		if i%100 == 0 {
-			if err := os.MkdirAll(sub, 0o755); err != nil {
-				return err
-			}
-		}
-		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), []byte("x"), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func countFiles(dir string) (int, error) {
