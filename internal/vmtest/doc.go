@@ -35,8 +35,20 @@
 //     sandbox that never answered showed rip 0xffffffffc06ea3a0 (L1's
 //     module area), an rsp that is not canonical under the guest's 4-level
 //     paging (L1 uses 5-level), and a cr3 above the guest's 128 MiB of RAM;
-//     such a guest hangs or triple-faults;
+//     such a guest hangs or triple-faults. Six of the seven hangs on
+//     record (2026-11-26, CI and benchmarks) showed an rip ending in 0xdcc
+//     (0xffffffffc0751dcc, ...c059ddcc, ...c03a9dcc, ...c03a3dcc,
+//     ...c066bdcc, ...c0694dcc): in the 6.1 kvm-amd.ko's core layout
+//     .noinstr.text starts at 0xecd0, and 0xecd0 + 0xfc is the instruction
+//     after __svm_vcpu_run's VMRUN. So L1's state at its VMRUN was saved
+//     as the L2's;
 //   - now and then L1 freezes while an L2 is stopped.
+//
+// The odds grow with the exits a run makes: 9p's stat of 10,000 files
+// (about seven times virtio-fs's requests) never finished, virtio-fs's did.
+// Neither an L1 of one vCPU (vmtest -cpus 1: L1 froze) nor raising a
+// device's interrupts on the vCPU thread instead of another thread (9p
+// still triple-faulted) avoided them.
 //
 // Dropping la57, or taking a named AMD model (EPYC-Rome,+svm,+npt) without
 // la57, pku and vgif, failed as often (see DefaultCPUModel), vgif=0 more
