@@ -42,9 +42,10 @@ lint:
 	$(GO) run $(STATICCHECK) -tags e2e ./...
 
 # e2e: each top-level test gets an L1 VM of its own (-per-test), and a failed
-# test runs once more in a fresh VM (-retries 1), printed as RETRY: under the
-# emulated nested virtualization guests intermittently triple-fault under
-# heavy I/O or hang in boot (see the VMM issue); a real failure fails twice.
+# test runs again in a fresh VM, up to twice (-retries 2), printed as RETRY:
+# under the emulated nested virtualization L1 and L2 states are now and then
+# exchanged (internal/vmtest/doc.go), and one CI run met two such failures of
+# the same test in a row; a real failure fails three times.
 #
 # The harness's own tests boot the L1 VM; MSB_VMTEST_REQUIRE turns a missing
 # prerequisite into a failure instead of a skip.
@@ -53,7 +54,7 @@ unit: l1 build/l1init
 
 e2e: kernel l1 build/l1init build/vmtest build/e2e.test build/guestinit build/msb-agent build/msb build/test-root.erofs build/test-upper.ext4 build/busybox-rootfs.erofs build/busybox-oci.tar \
   build/python-oci.tar build/data.qcow2
-	build/vmtest -per-test -retries 1 -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
+	build/vmtest -per-test -retries 2 -timeout $(E2E_TIMEOUT) -file build/vmlinux -file build/guestinit \
 	  -file build/msb-agent -file build/msb -file build/test-root.erofs -file build/test-upper.ext4 -file build/data.qcow2 \
 	  -file build/busybox-rootfs.erofs -file build/busybox-oci.tar -file build/python-oci.tar \
 	  build/e2e.test -test.v -test.count=1
