@@ -57,21 +57,9 @@ type rig struct {
 func newRig(t *testing.T, cfg blk.Config, contents []byte) *rig {
 	t.Helper()
 	cfg.Path = newImage(t, contents)
-	dev, err := blk.New(cfg)
-	if err != nil {
-		t.Fatalf("New(%+v) = %v", cfg, err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	mem := vt.NewMemory(t, 0, ramSize)
-	m, err := virtio.NewMMIO(virtio.MMIOConfig{Device: dev, Memory: mem})
-	if err != nil {
-		t.Fatalf("NewMMIO() = %v", err)
-	}
-	drv := vt.NewDriver(t, mem, 0, queueSize, ramSize-0x1000)
-	if err := vt.Init(m, vt.Handshake{Queues: []*vt.Driver{drv}}); err != nil {
-		t.Fatalf("Init() = %v", err)
-	}
-	return &rig{dev: dev, mmio: m, drv: drv, path: cfg.Path, orig: bytes.Clone(contents)}
+	r := newBackendRig(t, cfg)
+	r.path, r.orig = cfg.Path, bytes.Clone(contents)
+	return r
 }
 
 func defaultRig(t *testing.T, cfg blk.Config) *rig {
