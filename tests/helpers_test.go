@@ -5,13 +5,11 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
 
 func fmtSscan(s string, v any) (int, error) { return fmt.Sscan(s, v) }
@@ -25,28 +23,14 @@ func must(s string, _ bool) string { return s }
 // the function that cancels the watch; call it when the guarded part ends.
 func diagnoseIfHung(t *testing.T, name string, after time.Duration) (cancel func()) {
 	t.Helper()
-	dir := filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", name)
+	rt := sandbox.DefaultRuntime()
 	timer := time.AfterFunc(after, func() {
-		b, err := os.ReadFile(filepath.Join(dir, "state.json"))
-		var st struct {
-			PID int `json:"pid"`
-		}
-		if err != nil || json.Unmarshal(b, &st) != nil || st.PID <= 0 {
-			t.Logf("diagnosis of %s after %v: no sandbox process (%v)", name, after, err)
+		d, err := sandbox.Diagnose(rt, name)
+		if err != nil {
+			t.Logf("diagnosis of %s after %v: %v", name, after, err)
 			return
 		}
-		logPath := filepath.Join(dir, "runtime.log")
-		before, _ := os.ReadFile(logPath)
-		if err := syscall.Kill(st.PID, syscall.SIGUSR2); err != nil {
-			t.Logf("diagnosis of %s after %v: signal pid %d: %v", name, after, st.PID, err)
-			return
-		}
-		time.Sleep(3 * time.Second)
-		now, _ := os.ReadFile(logPath)
-		if len(now) >= len(before) {
-			now = now[len(before):]
-		}
-		t.Logf("diagnosis of %s after %v (still running):\n%s", name, after, now)
+		t.Logf("diagnosis of %s after %v (still running):\n%s", name, after, d)
 	})
 	t.Cleanup(func() { timer.Stop() })
 	return func() { timer.Stop() }

@@ -50,18 +50,59 @@ func (sb *Sandbox) requestDiagnosis() {
 	if sb.cmd == nil || sb.cmd.Process == nil {
 		return
 	}
+	path := filepath.Join(sb.dir, runtimeLog)
+	from := logSize(path)
 	if err := sb.cmd.Process.Signal(diagnoseSignal); err != nil {
 		return
 	}
-	path := filepath.Join(sb.dir, runtimeLog)
+	awaitDiagnosis(path, from, sb.done)
+}
+
+// Diagnose asks the running sandbox name for a diagnosis and returns what
+// it wrote to its runtime log, waiting at most diagnoseWait (a partial
+// diagnosis when that ran out). It is for callers that did not start the
+// sandbox and see an exec that does not return: tests and benchmarks. A
+// sandbox whose process is gone is ErrNotRunning.
+func Diagnose(rt Runtime, name string) (string, error) {
+	st, err := Get(rt, name)
+	if err != nil {
+		return "", err
+	}
+	if st.Status.Terminal() || st.PID <= 0 {
+		return "", fmt.Errorf("%w: %s (%s)", ErrNotRunning, name, st.Status)
+	}
+	path := filepath.Join(rt.sandboxDir(name), runtimeLog)
+	from := logSize(path)
+	if err := syscall.Kill(st.PID, diagnoseSignal); err != nil {
+		return "", fmt.Errorf("diagnose %s: signal its process %d: %w", name, st.PID, err)
+	}
+	return string(awaitDiagnosis(path, from, nil)), nil
+}
+
+func logSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// awaitDiagnosis waits, at most diagnoseWait or until done is closed, for
+// a diagnosis to end in the log at path past offset from, and returns what
+// the log gained past from.
+func awaitDiagnosis(path string, from int64, done <-chan struct{}) []byte {
 	deadline := time.Now().Add(diagnoseWait)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(diagnoseEnd)) {
-			return
+	for {
+		var tail []byte
+		if b, err := os.ReadFile(path); err == nil && int64(len(b)) >= from {
+			tail = b[from:]
+		}
+		if bytes.Contains(tail, []byte(diagnoseEnd)) || !time.Now().Before(deadline) {
+			return tail
 		}
 		select {
-		case <-sb.done:
-			return
+		case <-done:
+			return tail
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

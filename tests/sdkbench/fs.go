@@ -6,15 +6,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	microsandbox "github.com/microsandbox-go/microsandbox"
+	"github.com/microsandbox-go/microsandbox/pkg/sandbox"
 )
 
 // fsSandbox is the file system benchmark's sandbox: the busybox image with
@@ -48,6 +47,9 @@ type fsBench struct {
 // then runs the warm-up script. A boot that fails has said why in its
 // error and left nothing running.
 func (b *fsBench) boot() error {
+	if b.sb != nil {
+		return nil
+	}
 	var err error
 	if !b.created {
 		// WithReplace: a create that failed may have left the record.
@@ -59,51 +61,54 @@ func (b *fsBench) boot() error {
 	if err != nil || b.warm == "" {
 		return err
 	}
+	if _, err := b.shell(b.warm); err != nil {
+		if b.sb != nil {
+			b.discard()
+		}
+		return err
+	}
+	return nil
+}
+
+// shell runs script with fsAttempt as its limit and returns how long the
+// exec took. A sandbox lost on the way is discarded (and b.sb left nil); a
+// script that ran and failed leaves the sandbox as it is.
+func (b *fsBench) shell(script string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(b.ctx, fsAttempt)
 	defer cancel()
-	out, err := b.sb.Shell(ctx, b.warm)
-	if err == nil && !out.Success() {
-		err = fmt.Errorf("%q: exit %d: %s", b.warm, out.ExitCode(), out.Stderr())
-	}
+	start := time.Now()
+	out, err := b.sb.Shell(ctx, script)
+	took := time.Since(start)
 	if err != nil {
-		b.dumpLogs()
-		kctx, kcancel := context.WithTimeout(context.Background(), time.Minute)
-		b.sb.Kill(kctx)
-		kcancel()
-		b.sb = nil
+		b.discard()
+		return took, err
 	}
-	return err
+	if !out.Success() {
+		return took, fmt.Errorf("%q: exit %d: %s", script, out.ExitCode(), out.Stderr())
+	}
+	return took, nil
+}
+
+// discard prints why the sandbox was lost and kills what is left of it.
+func (b *fsBench) discard() {
+	b.dumpLogs()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b.sb.Kill(ctx)
+	b.sb = nil
 }
 
 // run times script, running it again (at most fsTries times in all) when
 // the sandbox is lost or the script does not end within fsAttempt.
 func (b *fsBench) run(script string) (time.Duration, error) {
 	for try := 1; ; try++ {
-		var (
-			out  *microsandbox.ExecOutput
-			took time.Duration
-			err  error
-		)
-		if b.sb == nil {
-			err = b.boot()
-		}
-		if err == nil {
-			ctx, cancel := context.WithTimeout(b.ctx, fsAttempt)
-			start := time.Now()
-			out, err = b.sb.Shell(ctx, script)
-			took = time.Since(start)
-			cancel()
-			if err == nil {
-				if !out.Success() {
-					return 0, fmt.Errorf("%q: exit %d: %s", script, out.ExitCode(), out.Stderr())
-				}
-				return took, nil
+		var took time.Duration
+		err := b.boot()
+		if b.sb != nil {
+			took, err = b.shell(script)
+			if b.sb != nil { // the sandbox ran the script: done, or failed for good
+				return took, err
 			}
-			b.dumpLogs()
-			kctx, kcancel := context.WithTimeout(context.Background(), time.Minute)
-			b.sb.Kill(kctx)
-			kcancel()
-			b.sb = nil
 		}
 		if try == fsTries || b.ctx.Err() != nil {
 			return 0, fmt.Errorf("%q (try %d of %d): %w", script, try, fsTries, err)
@@ -118,15 +123,9 @@ func (b *fsBench) run(script string) (time.Duration, error) {
 // it was lost. A sandbox process still running is asked first (SIGUSR2) to
 // write its vCPUs' states and its goroutines into its log.
 func (b *fsBench) dumpLogs() {
-	dir := filepath.Join(os.Getenv("MSB_HOME"), "sandboxes", fsSandbox)
-	var st struct {
-		PID int `json:"pid"`
-	}
-	if data, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil && json.Unmarshal(data, &st) == nil && st.PID > 0 {
-		if syscall.Kill(st.PID, syscall.SIGUSR2) == nil {
-			time.Sleep(3 * time.Second)
-		}
-	}
+	rt := sandbox.DefaultRuntime()
+	sandbox.Diagnose(rt, fsSandbox) // written into runtime.log, printed below
+	dir := rt.SandboxDir(fsSandbox)
 	for _, name := range []string{"console.log", "runtime.log"} {
 		data, _ := os.ReadFile(filepath.Join(dir, name))
 		fmt.Fprintf(os.Stderr, "sdkbench: %s of %s (end):\n%s\n", name, fsSandbox, data[max(0, len(data)-12000):])
